@@ -1,0 +1,293 @@
+"""
+The language model: a decoder-only transformer written from scratch.
+
+In Frozen (Tsimpoukelli et al. 2021, Sec. 3.1) the language model is trained on text alone and
+then frozen; a vision encoder learns to write into its input embedding space. So this GPT must
+accept either token ids or ready-made input embeddings, and it must read an embedding the same
+way wherever it sits in a sequence.
+
+The layer design is GPT-2's (Radford et al. 2019): pre-LayerNorm blocks, a 4x GELU MLP, tied
+input/output embeddings, the residual projections initialised with std 0.02/sqrt(2*n_layer).
+Chosen because it is the most widely published design, so any layer here can be checked against
+nanoGPT or Hugging Face's GPT-2.
+
+Differences from GPT-2:
+- Rotary position embeddings (RoPE, Su et al. 2021) instead of learned absolute positions, in the
+  "rotate half" form of GPT-NeoX. The paper's LM uses relative positions (Transformer-XL style) so
+  that an image prefix placed anywhere in an interleaved sequence is read the same way; RoPE has
+  that property (attention scores depend only on the distance between tokens).
+- No biases in the linear layers and LayerNorms (as nanoGPT's bias=False option).
+- `generate` has a KV cache and batches prompts of different lengths by left padding.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 4096
+    block_size: int = 256  # longest sequence the model is trained on
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    rope_base: float = 10000.0  # RoPE's theta, from Su et al. 2021
+
+
+# ---------------------------------------------------------------------------------------------
+# rotary position embeddings
+
+
+def rope_tables(head_dim, max_len, base):
+    """cos and sin tables of shape (max_len, head_dim), one frequency per pair of channels."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (max_len, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (max_len, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate each channel pair of x (B, nh, T, hd) by its position's angle (cos, sin: (B, 1, T, hd))."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos + rotated * sin
+
+
+# ---------------------------------------------------------------------------------------------
+# the transformer
+
+
+class KVCache:
+    """Keys and values of every layer for the positions seen so far, so each new token costs one
+    position of compute instead of the whole sequence."""
+
+    def __init__(self, config, batch_size, max_len, device, dtype):
+        hd = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, max_len, hd)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled
+
+    def update(self, layer, k, v):
+        """Store k, v (B, nh, T, hd) after the filled positions; return all keys and values so far."""
+        start, end = self.length, self.length + k.size(2)
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.proj.is_residual_out = True
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, mask=None, cache=None, layer=0):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hd)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, S, hd), S = cached + T
+        dropout = self.dropout if self.training else 0.0
+        if mask is None:  # the whole sequence at once: the fused kernel builds the causal mask
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+        self.proj.is_residual_out = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=False)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=False)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, mask=None, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), cos, sin, mask, cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
+        # RoPE tables cover twice the training context: few-shot prompts may be longer than the
+        # training sequences, and relative positions let the model read them (less well).
+        cos, sin = rope_tables(config.n_embd // config.n_head, 2 * config.block_size, config.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "is_residual_out", False):  # GPT-2: scale by depth of the residual sum
+                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, idx):
+        """Token ids (B, T) -> input embeddings (B, T, C): the space the visual prefix is written into."""
+        return self.wte(idx)
+
+    def forward(self, idx=None, embeds=None, targets=None, positions=None, mask=None, cache=None):
+        """Logits (B, T, vocab) for token ids `idx` (B, T) or input embeddings `embeds` (B, T, C).
+
+        targets (B, T): next-token ids, -100 where no loss is wanted; gives (logits, mean loss).
+        positions (B, T) and mask (B, 1, T, S) are for left-padded batches and the KV cache
+        (see `generate`); by default positions count from the cache's length and attention is causal.
+        """
+        assert (idx is None) != (embeds is None), "pass exactly one of idx or embeds"
+        x = self.embed(idx) if idx is not None else embeds
+        B, T, _ = x.shape
+        start = cache.length if cache is not None else 0
+        if positions is None:
+            positions = torch.arange(start, start + T, device=x.device).expand(B, T)
+        if positions.max() >= self.rope_cos.size(0):
+            raise ValueError(f"sequence of {positions.max() + 1} positions is longer than the "
+                             f"{self.rope_cos.size(0)} this model supports (2 x block_size)")
+        cos = self.rope_cos[positions].unsqueeze(1).to(x.dtype)  # (B, 1, T, hd)
+        sin = self.rope_sin[positions].unsqueeze(1).to(x.dtype)
+        if mask is None and start > 0:  # new tokens after a cache see every cached position
+            mask = causal_mask(torch.ones(B, start + T, dtype=torch.bool, device=x.device), T)
+        x = self.drop(x)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, mask, cache, layer)
+        if cache is not None:
+            cache.length += T
+        logits = self.lm_head(self.ln_f(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=-100)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx=None, embeds=None, prompt_mask=None, max_new_tokens=32, temperature=0.0,
+                 top_k=None, top_p=None, stop_tokens=(), use_cache=True, generator=None):
+        """Continue a batch of prompts; return the new token ids of each row as a list.
+
+        A prompt is token ids `idx` (B, T) or embeddings `embeds` (B, T, C). Prompts of different
+        lengths are left-padded, with `prompt_mask` (B, T) True on real positions (see `left_pad`).
+        temperature 0 is greedy decoding; otherwise sample, optionally from the top_k tokens or the
+        smallest set of tokens with probability mass top_p. A row stops at any of `stop_tokens`
+        (the stop token is not returned) or after max_new_tokens.
+        """
+        x = self.embed(idx) if idx is not None else embeds
+        B, T, _ = x.shape
+        if prompt_mask is None:
+            prompt_mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
+        valid = prompt_mask.clone()  # (B, S): which positions are real, grows by one per step
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # each row counts from its first real token
+        cache = KVCache(self.config, B, T + max_new_tokens, x.device, x.dtype) if use_cache else None
+        out = torch.zeros(B, 0, dtype=torch.long, device=x.device)
+        done = torch.zeros(B, dtype=torch.bool, device=x.device)
+        step_input, step_positions = x, positions
+        for _ in range(max_new_tokens):
+            if use_cache:
+                n_new = step_input.size(1)
+                logits, _ = self(embeds=step_input, positions=step_positions,
+                                 mask=causal_mask(valid, n_new), cache=cache)
+            else:
+                seq = torch.cat([x, self.embed(out)], dim=1)
+                logits, _ = self(embeds=seq, positions=positions, mask=causal_mask(valid, seq.size(1)))
+            next_token = pick_token(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
+            next_token = torch.where(done, torch.zeros_like(next_token), next_token)
+            out = torch.cat([out, next_token[:, None]], dim=1)
+            done |= torch.isin(next_token, torch.tensor(list(stop_tokens), device=x.device, dtype=torch.long))
+            if done.all():
+                break
+            next_position = positions[:, -1:] + 1
+            positions = torch.cat([positions, next_position], dim=1)
+            valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=x.device)], dim=1)
+            step_input, step_positions = self.embed(next_token[:, None]), next_position
+        return [cut_at_stop(row, stop_tokens) for row in out.tolist()]
+
+
+def causal_mask(valid, n_query):
+    """Boolean attention mask (B, 1, n_query, S) for the last n_query of S positions.
+
+    A query sees the real positions at or before it. A padding query sees itself only, so that no
+    row of the softmax is empty (an empty row gives NaN, and NaN times a zero weight is still NaN).
+    """
+    B, S = valid.shape
+    key_pos = torch.arange(S, device=valid.device)
+    query_pos = key_pos[S - n_query:]
+    causal = key_pos[None, :] <= query_pos[:, None]  # (n_query, S)
+    is_self = key_pos[None, :] == query_pos[:, None]
+    mask = causal[None] & (valid[:, None, :] | is_self[None])  # (B, n_query, S)
+    return mask[:, None]
+
+
+def pick_token(logits, temperature, top_k, top_p, generator=None):
+    """One next token per row from logits (B, vocab): greedy at temperature 0, else sampled."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:  # nucleus sampling (Holtzman et al. 2020)
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # mass before this token already exceeds top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def cut_at_stop(tokens, stop_tokens):
+    for i, t in enumerate(tokens):
+        if t in stop_tokens:
+            return tokens[:i]
+    return tokens
+
+
+def left_pad(sequences, pad_value=0):
+    """Stack 1-D token tensors (or (T, C) embedding tensors) of different lengths, padding on the
+    left; return the batch and a mask (B, T) that is True on real positions. The pad value never
+    matters: padded positions are masked out of attention."""
+    T = max(s.size(0) for s in sequences)
+    batch = sequences[0].new_full((len(sequences), T, *sequences[0].shape[1:]), pad_value)
+    mask = torch.zeros(len(sequences), T, dtype=torch.bool, device=sequences[0].device)
+    for i, s in enumerate(sequences):
+        batch[i, T - s.size(0):] = s
+        mask[i, T - s.size(0):] = True
+    return batch, mask
