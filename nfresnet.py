@@ -40,7 +40,7 @@ base.py, timm models/nfnet.py):
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -102,9 +102,10 @@ class WSConv2d(nn.Conv2d):
 
 class NFBlock(nn.Module):
     """Pre-activation bottleneck, x_out = shortcut + alpha * skip_gain * f(act(x / beta)).
-    f = 1x1 conv -> act -> 3x3 conv (stride) -> act -> 1x1 conv; mid width = out * ratio."""
+    f = 1x1 conv -> act -> 3x3 conv (stride) -> act -> 1x1 conv; mid width = out * ratio.
+    A transition block (the first of a stage) has a projection shortcut."""
 
-    def __init__(self, in_ch, out_ch, stride, beta, alpha, ratio, act, gamma):
+    def __init__(self, in_ch, out_ch, stride, beta, alpha, ratio, act, gamma, transition):
         super().__init__()
         mid = int(out_ch * ratio)
         self.beta, self.alpha, self.act = beta, alpha, act
@@ -114,8 +115,9 @@ class NFBlock(nn.Module):
         # SkipInit (De & Smith 2020): a scalar gain at 0 makes every block start as its shortcut,
         # so a deep unnormalised net starts as a shallow one.
         self.skip_gain = nn.Parameter(torch.zeros(()))
-        self.downsample = None  # a transition block: first block of a stage
-        if stride > 1 or in_ch != out_ch:
+        assert transition or (stride == 1 and in_ch == out_ch)
+        self.downsample = None
+        if transition:
             pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
             self.downsample = nn.Sequential(pool if stride > 1 else nn.Identity(),
                                             WSConv2d(in_ch, out_ch, 1, gamma=gamma))
@@ -139,16 +141,18 @@ class NFResNetConfig:
     widths: tuple = (256, 512, 1024, 2048)  # block output channels per stage
     stem_width: int = 64
     bottleneck_ratio: float = 0.25
-    alpha: float = 0.2  # NF-ResNet paper Sec. 5 uses alpha = 0.2
+    alpha: float = 0.2  # the NF-ResNet paper's and deepmind nf_resnet.py's default
     activation: str = "relu"  # a key of ACT_GAMMA
     in_chans: int = 3
     num_classes: int = 0  # 0 = no head, forward returns the pooled feature
-    stem: str = "7x7_pool"  # "7x7_pool": ResNet's 7x7/2 conv + 3x3/2 max pool (/4); "3x3": 3x3/2 conv (/2)
+    # "7x7_pool": ResNet's 7x7 stride-2 conv + 3x3 stride-2 max pool (/4, for 224 px);
+    # "3x3": one 3x3 stride-2 conv (/2, for 32-64 px)
+    stem: str = "7x7_pool"
 
 
 PRESETS = {
-    # for 32-64 px on a CPU: 64 px -> 4x4 map, 128k parameters, ~950 img/s fwd+bwd at 64 px,
-    # batch 32 on 2 cores (widths (64, ..., 512) with stem 32: ~400 img/s)
+    # for 32-64 px on a CPU: 64 px -> 4x4 map, 128k parameters; fwd+bwd, batch 32, 2 cores:
+    # ~800-1000 img/s at 64 px, ~1700-2000 at 32 px (widths 64..512, stem 32: ~400 at 64 px)
     "tiny": NFResNetConfig(depths=(1, 1, 1, 1), widths=(32, 64, 128, 256), stem_width=16,
                            stem="3x3"),
     "nf_resnet26": NFResNetConfig(depths=(2, 2, 2, 2)),
@@ -177,7 +181,7 @@ class NFResNet(nn.Module):
             for i in range(depth):
                 stride = 2 if stage > 0 and i == 0 else 1
                 blocks.append(NFBlock(in_ch, width, stride, math.sqrt(expected_var), c.alpha,
-                                      c.bottleneck_ratio, self.act, gamma))
+                                      c.bottleneck_ratio, self.act, gamma, transition=i == 0))
                 # Var(x_{l+1}) = Var(x_l) + alpha^2 (unit-variance branch); a transition block's
                 # output variance is 1 + alpha^2 whatever came in (NF-ResNet paper Sec. 4)
                 expected_var = (1.0 if i == 0 else expected_var) + c.alpha ** 2
@@ -207,7 +211,7 @@ class NFResNet(nn.Module):
 
 def unitwise_norm(x):
     """L2 norm per output unit: dim 0 of a Linear (out, in) or conv (out, in, kh, kw) weight;
-    a vector (bias, gain) or scalar counts as one unit (deepmind nfnets/agc_optax.py)."""
+    a vector (bias, gain) or scalar counts as one unit (as deepmind nfnets' unitwise_norm)."""
     if x.ndim <= 1:
         return torch.linalg.vector_norm(x)
     return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)  # (out, 1, ...)
