@@ -192,3 +192,213 @@ def text_batch(source, k, rows):
     """Inputs and next-token targets (len(rows), block_size) of batch k, for the given row numbers."""
     data = torch.tensor([source.row(k, r) for r in rows], dtype=torch.long)
     return data[:, :-1], data[:, 1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# images and captions for stage prefix
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def image_to_tensor(image, size):
+    """The paper's preprocessing (Sec. 3.2): pad to a square, resize; then scale to [-1, 1].
+    Padding keeps the whole image and its aspect (a centre crop could cut off what the caption
+    names); the pad is mid-grey, which becomes 0 after scaling."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    w, h = image.size
+    if w != h:
+        side = max(w, h)
+        square = Image.new("RGB", (side, side), (128, 128, 128))
+        square.paste(image, ((side - w) // 2, (side - h) // 2))
+        image = square
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W)
+    return x.float().div(127.5).sub(1.0)
+
+
+def black_images(images):
+    """The blind ablation's input (Sec. 4): black images, after the same scaling."""
+    return torch.full_like(images, -1.0)
+
+
+class WorldCaptions(torch.utils.data.Dataset):
+    """The drawn world's (image, caption) pairs; item i is the world's scene i."""
+
+    def __init__(self, image_size, seed=0, split="train", length=1_000_000):
+        import world
+
+        self.world = world.World(seed=seed, image_size=image_size, split=split, length=length)
+        self.image_size = image_size
+
+    def __len__(self):
+        return len(self.world)
+
+    def __getitem__(self, i):
+        image, caption, _ = self.world[i]
+        return image_to_tensor(image, self.image_size), caption
+
+
+class CaptionFiles(torch.utils.data.Dataset):
+    """Real image-caption pairs from a list of (image path, caption).
+
+    Files are checked when the dataset is built: unreadable images and empty captions are
+    counted and skipped with a warning naming them, and more than `max_bad` of them is an error.
+    An image that still fails to decode later is skipped with a warning naming it.
+    """
+
+    def __init__(self, pairs, image_size, source, max_bad=0.05):
+        from PIL import Image
+
+        self.image_size, self.source = image_size, source
+        good, bad = [], []
+        for path, caption in pairs:
+            problem = None
+            if not caption or not caption.strip():
+                problem = "empty caption"
+            elif not Path(path).is_file():
+                problem = "image not found"
+            else:
+                try:
+                    with Image.open(path) as im:
+                        im.verify()
+                except Exception as e:
+                    problem = f"unreadable image ({type(e).__name__})"
+            if problem:
+                bad.append(f"{path}: {problem}")
+            else:
+                good.append((str(path), caption.strip()))
+        if not pairs:
+            raise InputError(f"{source}: no image-caption pairs found")
+        if bad:
+            shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+            if len(bad) > max_bad * len(pairs):
+                raise InputError(f"{source}: {len(bad)} of {len(pairs)} pairs are bad, more than the "
+                                 f"allowed {max_bad:.0%}: {shown}")
+            warnings.warn(f"{source}: skipping {len(bad)} of {len(pairs)} bad pairs: {shown}")
+        self.pairs = good
+        self.skipped = bad
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        for attempt in range(len(self.pairs)):
+            path, caption = self.pairs[(i + attempt) % len(self.pairs)]
+            try:
+                with Image.open(path) as im:
+                    return image_to_tensor(im, self.image_size), caption
+            except Exception as e:
+                warnings.warn(f"{path}: skipped, image failed to decode ({e})")
+        raise InputError(f"{self.source}: no image could be decoded")
+
+
+def coco_pairs(json_path, image_dir=None):
+    """COCO captions: {"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}."""
+    json_path = Path(json_path)
+    try:
+        data = json.loads(json_path.read_text())
+        files = {im["id"]: im["file_name"] for im in data["images"]}
+        image_dir = Path(image_dir) if image_dir else json_path.parent
+        return [(image_dir / files[a["image_id"]], a["caption"]) for a in data["annotations"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{json_path}: not a COCO captions file ({type(e).__name__}: {e})") from None
+
+
+def jsonl_pairs(path):
+    """One {"image": path, "caption": text} per line; image paths relative to the file's folder."""
+    path = Path(path)
+    pairs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pairs.append((path.parent / row["image"], row["caption"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"{path}, line {n}: expected {{\"image\": ..., \"caption\": ...}} ({e})") from None
+    return pairs
+
+
+def folder_pairs(folder):
+    """img2dataset's files layout: name.jpg beside name.txt, in a folder and its subfolders."""
+    folder = Path(folder)
+    pairs = []
+    for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+        caption_file = image.with_suffix(".txt")
+        caption = caption_file.read_text(encoding="utf-8", errors="replace") if caption_file.exists() else ""
+        pairs.append((image, caption))
+    return pairs
+
+
+def caption_dataset(data, image_size, seed=0, split="train", image_dir=None, max_bad=0.05):
+    """'world' or a path: a COCO .json, a .jsonl, or a folder of image + .txt pairs."""
+    if data == "world":
+        return WorldCaptions(image_size, seed, split)
+    path = Path(data)
+    if not path.exists():
+        raise InputError(f"{path}: caption data not found (give 'world', a COCO .json, a .jsonl, "
+                         f"or a folder of name.jpg + name.txt pairs)")
+    if path.is_dir():
+        pairs = folder_pairs(path)
+    elif path.suffix == ".jsonl":
+        pairs = jsonl_pairs(path)
+    elif path.suffix == ".json":
+        pairs = coco_pairs(path, image_dir)
+    else:
+        raise InputError(f"{path}: unknown caption format (expected .json, .jsonl or a folder)")
+    # real data: a fixed 2% (at least one pair) validates, the rest trains
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, len(pairs) // 50) if len(pairs) > 1 else 0
+    chosen = order[:n_val] if split != "train" else order[n_val:]
+    return CaptionFiles([pairs[i] for i in chosen], image_size, path, max_bad)
+
+
+class CaptionCollate:
+    """Tokenise captions in the DataLoader's workers; stack images."""
+
+    def __init__(self, tokenizer_path, n_prefix):
+        self.tokenizer_path, self.n_prefix = tokenizer_path, n_prefix
+        self._tokenizer = None
+
+    def __call__(self, items):
+        from frozen import caption_targets
+
+        if self._tokenizer is None:  # built lazily, once per worker process
+            self._tokenizer = Tokenizer(self.tokenizer_path)
+        images = torch.stack([image for image, _ in items])
+        captions = self._tokenizer.encode_batch([" " + caption for _, caption in items])
+        inputs, targets = caption_targets(captions, self.n_prefix, self._tokenizer.eot_id, self._tokenizer.pad_id)
+        return images, inputs, targets
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The indices of batches start_step..max_steps-1, this process's rows of each micro-batch.
+
+    Batch k is a pure function of (seed, k): row r of the global batch is item
+    perm_e[(k * G + r) mod N] of epoch e's permutation, G the global batch size."""
+
+    def __init__(self, n_items, start_step, max_steps, micro_batches, batch_size, rank, world_size, seed):
+        self.n, self.start, self.stop = n_items, start_step, max_steps
+        self.micro, self.batch_size, self.rank, self.world_size, self.seed = micro_batches, batch_size, rank, world_size, seed
+        self._perms = {}
+
+    def _perm(self, epoch):
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))}
+        return self._perms[epoch]
+
+    def __len__(self):
+        return (self.stop - self.start) * self.micro
+
+    def __iter__(self):
+        G = self.micro * self.world_size * self.batch_size
+        for k in range(self.start, self.stop):
+            for m in range(self.micro):
+                first = k * G + (m * self.world_size + self.rank) * self.batch_size
+                yield [self._perm(j // self.n)[j % self.n].item() for j in range(first, first + self.batch_size)]

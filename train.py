@@ -29,7 +29,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data import FileText, InputError, Tokenizer, WorldText, file_hash, text_batch, train_tokenizer
+from data import (CaptionCollate, FileText, InputError, StepBatches, Tokenizer, WorldText, black_images,
+                  caption_dataset, file_hash, text_batch, train_tokenizer)
+from nfresnet import adaptive_grad_clip
+from frozen import Frozen, FrozenConfig
 from gpt import GPT, GPTConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +67,49 @@ class LMConfig:
     resume: bool = False
 
 
+@dataclass
+class PrefixConfig:
+    """Stage prefix: freeze the GPT, train the vision encoder with the captioning loss. The
+    defaults are the paper's recipe (Sec. 3.2 and App. A): Adam with beta2 0.95, constant lr 3e-4
+    after warmup, no weight decay; Adaptive Gradient Clipping on the NF-ResNet (NFNets)."""
+    out_dir: str = "out"
+    lm_ckpt: str = ""  # empty: <out_dir>/lm.pt
+    data: str = "world"  # world | a COCO .json | a .jsonl | a folder of name.jpg + name.txt
+    image_dir: str = ""  # COCO only: the images' folder (default: the .json's folder)
+    max_bad: float = 0.05  # the largest share of bad image-caption pairs skipped with a warning
+    seed: int = 0
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_steps: int = 1500
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    agc_clip: float = 0.01  # AGC's lambda (NFNets, Sec. 4.1; their default)
+    lm_lr: float = 1e-5  # with --finetune-lm or --lm-init scratch (paper Sec. 4, ablations)
+    finetune_lm: bool = False  # ablation: train the LM too
+    lm_init: str = "pretrained"  # pretrained | scratch (ablation: random LM, trained)
+    blind: bool = False  # ablation: black images in training
+    num_workers: int = 2
+    log_interval: int = 20
+    eval_interval: int = 250
+    eval_batches: int = 4
+    ckpt_interval: int = 250
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: str = "auto"
+    resume: bool = False
+
+
 PRESETS = {
+    "prefix": {
+        "tiny": dict(model=dict(encoder="tiny", n_prefix=2, image_size=64),
+                     train=dict(batch_size=32, max_steps=1500)),
+        "small": dict(model=dict(encoder="nf_resnet26", n_prefix=2, image_size=128),
+                      train=dict(batch_size=64, max_steps=4000, num_workers=8, eval_interval=500,
+                                 ckpt_interval=500)),
+    },
     "lm": {
         # 2 CPU cores, minutes
         "tiny": dict(model=dict(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=128),
@@ -308,6 +353,7 @@ def stage_name(cfg):
     return "lm" if isinstance(cfg, LMConfig) else "prefix"
 
 
+
 # ---------------------------------------------------------------------------------------------
 # stage lm
 
@@ -422,10 +468,152 @@ def load_lm(path, device="cpu"):
 
 
 # ---------------------------------------------------------------------------------------------
+# stage prefix
+
+
+def build_frozen(cfg, frozen_cfg, device):
+    """The frozen LM from stage lm (or a random one: --lm-init scratch) and a new vision encoder."""
+    lm_path = Path(cfg.lm_ckpt or Path(cfg.out_dir) / "lm.pt")
+    lm, tokenizer, _ = load_lm(lm_path)
+    if cfg.lm_init == "scratch":
+        lm = GPT(lm.config)
+    elif cfg.lm_init != "pretrained":
+        raise InputError(f"--lm-init must be pretrained or scratch, got {cfg.lm_init!r}")
+    train_lm = cfg.finetune_lm or cfg.lm_init == "scratch"
+    model = Frozen(lm, frozen_cfg, train_lm=train_lm).to(device)
+    return model, tokenizer, lm_path
+
+
+def prefix_param_groups(model, cfg):
+    """The optimizer sees only what requires grad: the encoder at lr, the LM (ablations) at lm_lr."""
+    vision = [p for p in model.vision.parameters() if p.requires_grad]
+    groups = [{"params": vision, "weight_decay": cfg.weight_decay, "lr_scale": 1.0}]
+    lm = [p for p in model.lm.parameters() if p.requires_grad]
+    if lm:
+        groups.append({"params": lm, "weight_decay": 0.0, "lr_scale": cfg.lm_lr / cfg.lr})
+    return groups
+
+
+def caption_loader(cfg, frozen_cfg, tokenizer, rt, split, start_step, max_steps, micro_batches):
+    dataset = caption_dataset(cfg.data, frozen_cfg.image_size, cfg.seed, split, cfg.image_dir or None, cfg.max_bad)
+    rank, world = (rt.rank, rt.world_size) if split == "train" else (0, 1)
+    sampler = StepBatches(len(dataset), start_step, max_steps, micro_batches, cfg.batch_size, rank, world,
+                          cfg.seed if split == "train" else cfg.seed + 1)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=CaptionCollate(tokenizer.path, frozen_cfg.n_prefix),
+        num_workers=cfg.num_workers, pin_memory=rt.device.type == "cuda",
+        persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None)
+
+
+def train_prefix(cfg, frozen_cfg):
+    rt = setup_runtime(cfg.device, cfg.dtype)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer, lm_path = build_frozen(cfg, frozen_cfg, rt.device)
+    lm_hash = file_hash(lm_path)
+    if rt.device.type == "cuda":
+        model.vision.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(prefix_param_groups(model, cfg), cfg, rt.device)
+    start_step = 0
+    ckpt_path = out / "prefix.pt"
+    if cfg.resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, "prefix")
+        if ckpt["lm_hash"] != lm_hash:
+            raise InputError(f"{ckpt_path}: was trained against another LM checkpoint than {lm_path}")
+        model.load_state_dict(ckpt["model"], strict=False)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_step = ckpt["step"]
+        print(f"resuming from {ckpt_path} at step {start_step}")
+    n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if rt.master:
+        print(f"Frozen: {n_trained / 1e6:.2f}M trained parameters (vision encoder"
+              f"{' and LM' if model.train_lm else ''}), LM {model.lm.num_params() / 1e6:.2f}M "
+              f"{'trained' if model.train_lm else 'frozen'}; {frozen_cfg}")
+    log = Log(out / "prefix_log.txt", enabled=rt.master)
+    train_model = torch.compile(model) if resolve_compile(cfg.compile, rt.device) else model
+    if rt.world_size > 1:
+        train_model = DDP(train_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    batches = iter(caption_loader(cfg, frozen_cfg, tokenizer, rt, "train", start_step, cfg.max_steps, cfg.grad_accum))
+    memory_format = torch.channels_last if rt.device.type == "cuda" else torch.contiguous_format
+
+    def to_device(images, inputs, targets):
+        images = images.to(rt.device, non_blocking=True, memory_format=memory_format)
+        return images, inputs.to(rt.device, non_blocking=True), targets.to(rt.device, non_blocking=True)
+
+    def micro_loss(step, micro):
+        images, inputs, targets = to_device(*next(batches))
+        if cfg.blind:
+            images = black_images(images)
+        # every caption token counts the same, whatever the batch rows and processes: the loss is
+        # a sum over this process's tokens divided by the tokens of the whole step
+        n_tokens = (targets != -100).sum()
+        total = n_tokens * cfg.grad_accum
+        if rt.world_size > 1:
+            dist.all_reduce(total)
+        mean_loss = train_model(images, inputs, targets)
+        return mean_loss * n_tokens / total * rt.world_size * cfg.grad_accum
+
+    def evaluate(step):
+        if not rt.master:
+            return {}
+        model.eval()
+        losses = []
+        loader = caption_loader(cfg, frozen_cfg, tokenizer, rt, "val", 0, cfg.eval_batches, 1)
+        with torch.no_grad(), rt.autocast():
+            for images, inputs, targets in loader:
+                images, inputs, targets = to_device(images, inputs, targets)
+                losses.append(model(black_images(images) if cfg.blind else images, inputs, targets).item())
+        model.train()
+        return {"val_loss": sum(losses) / len(losses)}
+
+    def checkpoint(step):
+        return {"kind": "prefix", "model": model.trainable_state_dict(), "optimizer": optimizer.state_dict(),
+                "frozen_config": asdict(frozen_cfg), "train_config": asdict(cfg), "step": step,
+                "lm_ckpt": str(lm_path), "lm_hash": lm_hash}
+
+    def clip_gradients():
+        # AGC on the encoder's weights, not on the final projection (as NFNets exempt their classifier)
+        adaptive_grad_clip(model.vision.encoder.parameters(), cfg.agc_clip)
+        if model.train_lm:
+            torch.nn.utils.clip_grad_norm_([p for p in model.lm.parameters() if p.requires_grad], 1.0)
+
+    model.train()
+    pairs = cfg.batch_size * cfg.grad_accum * rt.world_size
+    train_loop(rt, cfg, train_model, optimizer, micro_loss, start_step, evaluate, checkpoint,
+               after_backward=clip_gradients, lr_fn=lambda s: lr_at(s, cfg, cosine=False), log=log,
+               items_per_step=pairs, item_name="pairs/s")
+    if rt.master:
+        print(f"saved {ckpt_path}")
+    return model, tokenizer
+
+
+def load_frozen(path, device="cpu"):
+    """A trained Frozen model: the stage-prefix weights and the LM checkpoint they were trained
+    against (refused if that file has changed since)."""
+    ckpt = load_checkpoint(path, "prefix")
+    lm_path = Path(ckpt["lm_ckpt"])
+    if not lm_path.exists():  # the run folder was moved: look beside the prefix checkpoint
+        lm_path = Path(path).parent / lm_path.name
+    if not lm_path.exists():
+        raise InputError(f"{path}: its LM checkpoint {ckpt['lm_ckpt']} is missing")
+    if file_hash(lm_path) != ckpt["lm_hash"]:
+        raise InputError(f"{lm_path}: has changed since {path} was trained against it (hash mismatch)")
+    lm, tokenizer, _ = load_lm(lm_path)
+    train_cfg = ckpt["train_config"]
+    model = Frozen(lm, FrozenConfig(**ckpt["frozen_config"]),
+                   train_lm=train_cfg["finetune_lm"] or train_cfg["lm_init"] == "scratch")
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    assert not unexpected and all(k.startswith("lm.") for k in missing), (missing, unexpected)
+    return model.to(device).eval(), tokenizer, ckpt
+
+
+# ---------------------------------------------------------------------------------------------
 # entry point
 
 
-STAGE_CONFIGS = {"lm": [(LMConfig, "stage lm"), (GPTConfig, "GPT")]}
+STAGE_CONFIGS = {"lm": [(LMConfig, "stage lm"), (GPTConfig, "GPT")],
+                 "prefix": [(PrefixConfig, "stage prefix"), (FrozenConfig, "Frozen")]}
 
 
 def parse_args(argv):
@@ -452,6 +640,10 @@ def main(argv=None):
             cfg = build_config(LMConfig, args, preset["train"])
             model_cfg = build_config(GPTConfig, args, preset["model"])
             train_lm(cfg, model_cfg)
+        else:
+            cfg = build_config(PrefixConfig, args, preset["train"])
+            frozen_cfg = build_config(FrozenConfig, args, preset["model"])
+            train_prefix(cfg, frozen_cfg)
     except InputError as e:
         sys.exit(f"error: {e}")
     finally:

@@ -1,32 +1,12 @@
 """train.py --stage lm: checkpoints, resume, the command line, and bad input."""
 
-import random
-
 import pytest
 import torch
 
 import train
 from data import InputError
 
-WORDS = "the a red blue green small big apple car bird sits flies on under near tree house".split()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("text")
-    rng = random.Random(0)
-    for i in range(2):
-        lines = (" ".join(rng.choice(WORDS) for _ in range(10)) + "." for _ in range(600))
-        (folder / f"part{i}.txt").write_text("\n".join(lines))
-    return folder
-
-
-def tiny_args(corpus, out, steps, *extra):
-    return ["--stage", "lm", "--text", str(corpus), "--out-dir", str(out), "--max-steps", str(steps),
-            "--vocab-size", "300", "--n-layer", "2", "--n-embd", "32", "--n-head", "2",
-            "--block-size", "32", "--batch-size", "4", "--warmup-steps", "2", "--log-interval", "2",
-            "--eval-interval", "4", "--eval-batches", "1", "--ckpt-interval", "4",
-            "--tokenizer-chars", "20000", *extra]
+from conftest import lm_args as tiny_args
 
 
 def test_stage_lm_writes_a_loadable_checkpoint_and_log(corpus, tmp_path):

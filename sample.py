@@ -1,0 +1,234 @@
+"""
+Sampling: text from the LM, captions of images, and few-shot prompts of interleaved images and
+text (Frozen Sec. 3.3, "Interface at inference time").
+
+  python sample.py --prompt "Question: Can you eat an apple? Answer:"   # text, from out/lm.pt
+  python sample.py --image photo.png                                    # a caption
+  python sample.py --shots examples/                                    # every task folder in it
+  python sample.py --shots examples/bind_nonsense_names                 # one task folder
+
+A task folder holds numbered pieces and a query, read in name order:
+
+  01.png 01.txt    an image and the text that follows it (either may stand alone)
+  02.png 02.txt
+  03.txt           e.g. "Question: What is this? Answer:"
+  query.png        the image to answer about, last
+  query.txt        optional: text after the query image, e.g. "This is a"
+  answer.txt       optional: the expected answer, printed beside the completion
+  README.md        optional: one line on what the task shows
+
+Decoding is greedy by default (as the paper's evaluation); --temperature, --top-k and --top-p sample.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from data import IMAGE_EXTENSIONS, InputError, image_to_tensor
+from train import load_checkpoint, load_frozen, load_lm
+
+SENTENCE_END = (".", "?", "!", "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# prompts: interleaved pieces
+
+
+def encode_pieces(pieces, tokenizer, image_size):
+    """World-style pieces (PIL images and strings) -> model pieces (image tensors and token ids).
+
+    Consecutive pieces are joined by one space, as in the text the LM was trained on: a text
+    piece after anything is tokenised with a leading space."""
+    from PIL import Image
+
+    encoded = []
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, Image.Image):
+            encoded.append(image_to_tensor(piece, image_size))
+        else:
+            encoded.append(tokenizer.encode((" " if i > 0 else "") + piece))
+    return encoded
+
+
+def stop_ids(tokenizer, chars=SENTENCE_END):
+    """End-of-text and every token that contains one of `chars`: the end of an answer."""
+    vocab = range(tokenizer.vocab_size)
+    return {tokenizer.eot_id} | {t for t in vocab if any(c in tokenizer.decode([t]) for c in chars)}
+
+
+def answer_text(tokenizer, tokens):
+    """The completion up to the end of its first sentence, without the sentence mark."""
+    text = tokenizer.decode(tokens)
+    cut = min([text.index(c) for c in SENTENCE_END if c in text] + [len(text)])
+    return text[:cut].strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# few-shot task folders
+
+
+def read_task_folder(folder):
+    """The pieces of a task folder (PIL images and strings, in order), its answer and description."""
+    from PIL import Image
+
+    folder = Path(folder)
+    files = {p.name: p for p in folder.iterdir() if p.is_file()}
+    images = {p.stem: p for p in files.values() if p.suffix.lower() in IMAGE_EXTENSIONS}
+    texts = {p.stem: p for p in files.values() if p.suffix == ".txt" and p.stem not in ("answer",)}
+    if "query" not in images:
+        raise InputError(f"{folder}: no query image; a task folder holds 01.png + 01.txt, 02.png + 02.txt, "
+                         f"..., query.png and optionally query.txt and answer.txt")
+    unknown = [s for s in sorted(set(images) | set(texts)) if s != "query" and not s.isdigit()]
+    if unknown:
+        raise InputError(f"{folder}: unexpected files {unknown}; pieces are named 01, 02, ... and query")
+    pieces = []
+    for stem in sorted(s for s in set(images) | set(texts) if s != "query") + ["query"]:
+        if stem in images:
+            try:
+                with Image.open(images[stem]) as im:
+                    pieces.append(im.convert("RGB"))
+            except Exception as e:
+                raise InputError(f"{images[stem]}: unreadable image ({type(e).__name__})") from None
+        if stem in texts:
+            text = texts[stem].read_text(encoding="utf-8").strip()
+            if not text:
+                raise InputError(f"{texts[stem]}: empty text file")
+            pieces.append(text)
+    answer = (folder / "answer.txt").read_text().strip() if (folder / "answer.txt").exists() else None
+    readme = folder / "README.md"
+    about = readme.read_text().strip().splitlines()[0] if readme.exists() and readme.read_text().strip() else ""
+    return pieces, answer, about
+
+
+def task_folders(path):
+    """A task folder itself, or the task folders inside a folder of them."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder (give a task folder or a folder of task folders)")
+    if any(p.stem == "query" for p in path.iterdir()):
+        return [path]
+    folders = sorted(p for p in path.iterdir() if p.is_dir())
+    if not folders:
+        raise InputError(f"{path}: holds neither a query image nor task folders")
+    return folders
+
+
+def describe_pieces(pieces):
+    from PIL import Image
+
+    return " ".join("<image>" if isinstance(p, Image.Image) else p for p in pieces)
+
+
+def run_shots(model, tokenizer, path, decoding, out=print):
+    """Complete every task folder under `path`; print prompt, completion, and expected answer."""
+    results = []
+    for folder in task_folders(path):
+        pieces, answer, about = read_task_folder(folder)
+        prompt = encode_pieces(pieces, tokenizer, model.config.image_size)
+        with torch.autocast(model_device(model).type, dtype=torch.bfloat16, enabled=model_device(model).type == "cuda"):
+            tokens = model.generate([prompt], stop_tokens=stop_ids(tokenizer), **decoding)[0]
+        completion = answer_text(tokenizer, tokens)
+        results.append((folder.name, completion, answer))
+        out(f"== {folder.name}{': ' + about if about else ''}")
+        out(f"prompt:     {describe_pieces(pieces)}")
+        out(f"completion: {completion}" + (f"    (expected: {answer})" if answer else ""))
+    return results
+
+
+def write_task_folder(folder, pieces, answer=None, about=""):
+    """The inverse of read_task_folder: an episode's pieces as a task folder. Each image starts a
+    piece (the last image is the query), the text right after an image shares its number."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    query = max(i for i, p in enumerate(pieces) if isinstance(p, Image.Image))
+    stems = []  # [name, image or None, text or None]
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, Image.Image):
+            stems.append(["query" if i == query else f"{len(stems) + 1:02d}", piece, None])
+        elif stems and stems[-1][1] is not None and stems[-1][2] is None:
+            stems[-1][2] = piece
+        else:
+            stems.append([f"{len(stems) + 1:02d}", None, piece])
+    for name, image, text in stems:
+        if image is not None:
+            image.save(folder / f"{name}.png")
+        if text is not None:
+            (folder / f"{name}.txt").write_text(text + "\n")
+    if answer is not None:
+        (folder / "answer.txt").write_text(answer + "\n")
+    if about:
+        (folder / "README.md").write_text(about + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def model_device(model):
+    return next(model.parameters()).device
+
+
+def load_for_text(path, device):
+    """The LM of a stage-lm checkpoint, or of the LM a stage-prefix checkpoint was trained with."""
+    kind = torch.load(path, map_location="cpu", weights_only=True).get("kind") if Path(path).is_file() else None
+    if kind == "prefix":
+        model, tokenizer, _ = load_frozen(path, device)
+        return model.lm, tokenizer
+    model, tokenizer, _ = load_lm(path, device)
+    return model.eval(), tokenizer
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="continue this text with the LM")
+    what.add_argument("--image", help="caption this image")
+    what.add_argument("--shots", help="a few-shot task folder, or a folder of them")
+    p.add_argument("--ckpt", default=None,
+                   help="checkpoint (default: out/lm.pt for --prompt, out/prefix.pt otherwise)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--num-samples", type=int, default=1, help="--prompt: how many continuations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    torch.manual_seed(args.seed)
+    decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p)
+    try:
+        if args.prompt is not None:
+            lm, tokenizer = load_for_text(args.ckpt or "out/lm.pt", args.device)
+            ids = torch.tensor([tokenizer.encode(args.prompt)] * args.num_samples, device=args.device)
+            for row in lm.generate(ids, stop_tokens={tokenizer.eot_id}, **decoding):
+                print(args.prompt + tokenizer.decode(row))
+                print("---")
+            return
+        model, tokenizer, _ = load_frozen(args.ckpt or "out/prefix.pt", args.device)
+        if args.image is not None:
+            from PIL import Image
+
+            try:
+                with Image.open(args.image) as im:
+                    image = image_to_tensor(im, model.config.image_size)
+            except (FileNotFoundError, OSError) as e:
+                raise InputError(f"{args.image}: cannot read image ({type(e).__name__})") from None
+            tokens = model.generate([[image]], stop_tokens={tokenizer.eot_id}, **decoding)[0]
+            print(tokenizer.decode(tokens).strip())
+            return
+        run_shots(model, tokenizer, args.shots, decoding)
+    except InputError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""frozen.py and train.py --stage prefix: the LM really frozen, the captioning loss on caption
+tokens only, interleaved sequences, few-shot generation, the ablation flags."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train
+from data import image_to_tensor
+from frozen import Frozen, FrozenConfig, caption_targets
+from gpt import GPT, GPTConfig
+
+from conftest import shape_image, write_pairs
+
+
+def tiny_frozen(dropout=0.0, train_lm=False, n_prefix=2):
+    torch.manual_seed(0)
+    lm = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=dropout))
+    return Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=n_prefix, image_size=32), train_lm=train_lm)
+
+
+def prefix_args(lm_dir, out, steps, *extra):
+    return ["--stage", "prefix", "--lm-ckpt", str(lm_dir / "lm.pt"), "--out-dir", str(out),
+            "--max-steps", str(steps), "--batch-size", "4", "--image-size", "32", "--num-workers", "0",
+            "--warmup-steps", "1", "--log-interval", "1", "--eval-interval", "2", "--eval-batches", "1",
+            "--ckpt-interval", "2", *extra]
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pairs")
+    write_pairs(folder, 24)
+    return folder
+
+
+def test_the_lm_is_frozen_at_construction_and_stays_in_eval_mode():
+    model = tiny_frozen(dropout=0.5)
+    assert not any(p.requires_grad for p in model.lm.parameters())
+    assert all(p.requires_grad for p in model.vision.parameters())
+    model.train()
+    assert model.vision.training and not model.lm.training  # dropout off in the frozen LM
+    ids = torch.randint(0, 50, (1, 8))
+    assert torch.equal(model.lm(ids)[0], model.lm(ids)[0])
+
+
+def test_caption_targets_put_minus_100_on_prefix_and_padding():
+    inputs, targets = caption_targets([[5, 6, 7], [8]], n_prefix=2, eot_id=1, pad_id=0)
+    assert inputs.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert targets.tolist() == [[-100, 5, 6, 7, 1], [-100, 8, 1, -100, -100]]
+
+
+def test_loss_is_a_hand_computed_cross_entropy_over_caption_tokens():
+    model = tiny_frozen().eval()
+    images = torch.randn(2, 3, 32, 32)
+    inputs, targets = caption_targets([[5, 6, 7], [8]], n_prefix=2, eot_id=1, pad_id=0)
+    loss = model(images, inputs, targets)
+    # by hand: the logits of [prefix, caption] at the positions that predict caption tokens
+    terms = []
+    for b, caption in enumerate([[5, 6, 7], [8]]):
+        embeds = torch.cat([model.vision(images[b:b + 1])[0], model.lm.embed(torch.tensor(caption))])
+        logits, _ = model.lm(embeds=embeds[None])
+        wanted = caption + [1]  # the caption and end-of-text, predicted from the last prefix position on
+        terms.append(F.cross_entropy(logits[0, 1:1 + len(wanted)], torch.tensor(wanted), reduction="sum"))
+    assert loss.item() == pytest.approx((sum(terms) / 6).item(), rel=1e-5)
+
+
+def test_pad_id_and_padding_change_nothing():
+    model = tiny_frozen().eval()
+    images = torch.randn(2, 3, 32, 32)
+    a = model(images, *caption_targets([[5, 6, 7], [8]], 2, eot_id=1, pad_id=0))
+    b = model(images, *caption_targets([[5, 6, 7], [8]], 2, eot_id=1, pad_id=49))
+    assert a.item() == pytest.approx(b.item(), abs=1e-6)
+    # the short caption's padding adds nothing: the batch loss is the token-weighted mean of the
+    # two captions' losses computed alone (4 and 2 target tokens)
+    first = model(images[:1], *caption_targets([[5, 6, 7]], 2, eot_id=1, pad_id=0))
+    second = model(images[1:], *caption_targets([[8]], 2, eot_id=1, pad_id=0))
+    assert a.item() == pytest.approx((4 * first.item() + 2 * second.item()) / 6, rel=1e-5)
+
+
+def test_interleaved_sequence_places_each_prefix_where_its_image_stands():
+    model = tiny_frozen(n_prefix=2).eval()
+    img1, img2 = torch.randn(3, 32, 32), torch.randn(3, 32, 32)
+    seq = model.embed_sequence([img1, [3, 4, 5], img2, [6]])
+    assert seq.shape == (2 + 3 + 2 + 1, 32)
+    assert torch.allclose(seq[0:2], model.vision(img1[None])[0], atol=1e-6)
+    assert torch.equal(seq[2:5], model.lm.embed(torch.tensor([3, 4, 5])))
+    assert torch.allclose(seq[5:7], model.vision(img2[None])[0], atol=1e-6)
+    assert torch.equal(seq[7:], model.lm.embed(torch.tensor([6])))
+
+
+def test_cached_and_uncached_few_shot_generation_agree():
+    model = tiny_frozen().eval()
+    prompts = [[torch.randn(3, 32, 32), [3, 4], torch.randn(3, 32, 32), [5]],
+               [[7], torch.randn(3, 32, 32), [8, 9, 10]]]
+    cached = model.generate(prompts, max_new_tokens=10)
+    assert cached == model.generate(prompts, max_new_tokens=10, use_cache=False)
+    assert cached == [model.generate([p], max_new_tokens=10)[0] for p in prompts]
+
+
+def test_stage_prefix_leaves_every_lm_tensor_bit_identical(lm_dir, pairs_dir, tmp_path):
+    before = torch.load(lm_dir / "lm.pt", weights_only=True)["model"]
+    model, _ = train.train_prefix(*build(prefix_args(lm_dir, tmp_path, 3, "--data", str(pairs_dir))))
+    for name, tensor in model.lm.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert all(p.grad is None for p in model.lm.parameters())
+    ckpt = torch.load(tmp_path / "prefix.pt", weights_only=True)
+    assert not any(k.startswith("lm.") for k in ckpt["model"])  # only the trained parameters
+    fresh = Frozen(GPT(model.lm.config), model.config)
+    changed = [k for k, v in fresh.vision.state_dict().items()
+               if not torch.equal(v, model.vision.state_dict()[k])]
+    assert "proj.weight" in changed and any(k.startswith("encoder.") for k in changed)
+
+
+def test_finetune_lm_ablation_trains_the_lm_at_its_own_lr(lm_dir, pairs_dir, tmp_path):
+    before = torch.load(lm_dir / "lm.pt", weights_only=True)["model"]
+    model, _ = train.train_prefix(*build(prefix_args(lm_dir, tmp_path, 2, "--data", str(pairs_dir), "--finetune-lm")))
+    assert not torch.equal(model.lm.state_dict()["wte.weight"], before["wte.weight"])
+    ckpt = torch.load(tmp_path / "prefix.pt", weights_only=True)
+    assert any(k.startswith("lm.") for k in ckpt["model"])
+    reloaded, _, _ = train.load_frozen(tmp_path / "prefix.pt")
+    assert torch.equal(reloaded.lm.wte.weight, model.lm.wte.weight)
+
+
+def test_lm_from_scratch_and_blind_ablations_run(lm_dir, pairs_dir, tmp_path):
+    train.main(prefix_args(lm_dir, tmp_path / "s", 2, "--data", str(pairs_dir), "--lm-init", "scratch"))
+    train.main(prefix_args(lm_dir, tmp_path / "b", 2, "--data", str(pairs_dir), "--blind"))
+    assert (tmp_path / "s" / "prefix.pt").exists() and (tmp_path / "b" / "prefix.pt").exists()
+
+
+def test_a_changed_lm_checkpoint_is_refused(lm_dir, pairs_dir, tmp_path):
+    import shutil
+
+    lm_copy = tmp_path / "lm"
+    shutil.copytree(lm_dir, lm_copy)
+    train.main(prefix_args(lm_copy, tmp_path, 2, "--data", str(pairs_dir)))
+    state = torch.load(lm_copy / "lm.pt", weights_only=True)
+    state["step"] += 1
+    torch.save(state, lm_copy / "lm.pt")
+    with pytest.raises(ValueError, match="has changed since"):
+        train.load_frozen(tmp_path / "prefix.pt")
+    with pytest.raises(ValueError, match="expected a stage-prefix checkpoint"):
+        train.load_frozen(lm_copy / "lm.pt")
+
+
+def test_missing_lm_checkpoint_is_one_line_naming_it(tmp_path, pairs_dir):
+    with pytest.raises(SystemExit) as e:
+        train.main(prefix_args(tmp_path / "none", tmp_path, 2, "--data", str(pairs_dir)))
+    assert "lm.pt: checkpoint not found" in str(e.value)
+
+
+def build(argv):
+    args = train.parse_args(argv)
+    preset = train.PRESETS["prefix"][args.preset]
+    return (train.build_config(train.PrefixConfig, args, preset["train"]),
+            train.build_config(FrozenConfig, args, preset["model"]))
