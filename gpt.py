@@ -18,6 +18,13 @@ Differences from GPT-2:
   that property (attention scores depend only on the distance between tokens).
 - No biases in the linear layers and LayerNorms (as nanoGPT's bias=False option).
 - `generate` has a KV cache and batches prompts of different lengths by left padding.
+- Optional "smeared keys" (`smear_keys`, off by default): each head's key becomes a learned mix
+  of the keys of the current and the previous token, k'_j = s k_j + (1 - s) k_{j-1}, s = sigmoid(a),
+  one a per head. Olsson et al. 2022 ("In-context learning and induction heads", Argument 2)
+  introduced it to show that induction heads, which need a previous-token head in an earlier
+  layer, form much earlier when a head can see the previous token directly. In-context copying
+  is what Frozen's few-shot binding stands on, and on a 2-core CPU its late, sudden arrival is
+  the bottleneck; the tiny preset turns this on (README, "In-context learning").
 """
 
 import math
@@ -37,6 +44,7 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     rope_base: float = 10000.0  # RoPE's theta, from Su et al. 2021
+    smear_keys: bool = False  # mix each key with the previous token's (Olsson et al. 2022), see below
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,6 +79,7 @@ class KVCache:
         shape = (config.n_layer, batch_size, config.n_head, max_len, hd)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.last_raw_k = [None] * config.n_layer  # smeared keys: the unmixed key of the last position
         self.length = 0  # positions filled
 
     def update(self, layer, k, v):
@@ -91,12 +100,16 @@ class CausalSelfAttention(nn.Module):
         self.proj.is_residual_out = True
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        # smeared keys: sigmoid(0) = 0.5, an even mix of the two keys to start
+        self.smear = nn.Parameter(torch.zeros(config.n_head)) if config.smear_keys else None
 
-    def forward(self, x, cos, sin, mask=None, cache=None, layer=0):
+    def forward(self, x, cos, sin, positions, mask=None, cache=None, layer=0):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hd)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.smear is not None:
+            k = self.smear_keys(k, positions, cache, layer)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, S, hd), S = cached + T
@@ -107,6 +120,18 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
         return self.resid_dropout(self.proj(y))
+
+    def smear_keys(self, k, positions, cache, layer):
+        """k'_j = s k_j + (1 - s) k_{j-1}; a sequence's first token has no previous key (zero)."""
+        previous = torch.zeros_like(k[:, :, :1])
+        if cache is not None:
+            if cache.last_raw_k[layer] is not None:
+                previous = cache.last_raw_k[layer]
+            cache.last_raw_k[layer] = k[:, :, -1:]
+        previous = torch.cat([previous, k[:, :, :-1]], dim=2)  # (B, nh, T, hd)
+        previous = previous * (positions > 0)[:, None, :, None].to(k.dtype)  # left padding: none either
+        s = torch.sigmoid(self.smear).view(1, -1, 1, 1).to(k.dtype)
+        return s * k + (1 - s) * previous
 
 
 class MLP(nn.Module):
@@ -129,8 +154,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=False)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, mask=None, cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), cos, sin, mask, cache, layer)
+    def forward(self, x, cos, sin, positions, mask=None, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), cos, sin, positions, mask, cache, layer)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -145,9 +170,9 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, bias=False)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
-        # RoPE tables cover twice the training context: few-shot prompts may be longer than the
+        # RoPE tables cover 4x the training context: few-shot prompts may be longer than the
         # training sequences, and relative positions let the model read them (less well).
-        cos, sin = rope_tables(config.n_embd // config.n_head, 2 * config.block_size, config.rope_base)
+        cos, sin = rope_tables(config.n_embd // config.n_head, 4 * config.block_size, config.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
@@ -183,14 +208,14 @@ class GPT(nn.Module):
             positions = torch.arange(start, start + T, device=x.device).expand(B, T)
         if positions.max() >= self.rope_cos.size(0):
             raise ValueError(f"sequence of {positions.max() + 1} positions is longer than the "
-                             f"{self.rope_cos.size(0)} this model supports (2 x block_size)")
+                             f"{self.rope_cos.size(0)} this model supports (4 x block_size)")
         cos = self.rope_cos[positions].unsqueeze(1).to(x.dtype)  # (B, 1, T, hd)
         sin = self.rope_sin[positions].unsqueeze(1).to(x.dtype)
         if mask is None and start > 0:  # new tokens after a cache see every cached position
             mask = causal_mask(torch.ones(B, start + T, dtype=torch.bool, device=x.device), T)
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, cache, layer)
+            x = block(x, cos, sin, positions, mask, cache, layer)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(self.ln_f(x))

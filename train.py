@@ -112,8 +112,9 @@ PRESETS = {
     },
     "lm": {
         # 2 CPU cores, minutes
-        "tiny": dict(model=dict(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=128),
-                     train=dict(batch_size=16, max_steps=3000)),
+        "tiny": dict(model=dict(vocab_size=4096, block_size=256, n_layer=4, n_head=4, n_embd=128,
+                                smear_keys=True),
+                     train=dict(batch_size=8, max_steps=3000)),
         # one GPU, well under an hour
         "small": dict(model=dict(vocab_size=8192, block_size=512, n_layer=12, n_head=12, n_embd=768),
                       train=dict(batch_size=32, grad_accum=2, max_steps=5000, lr=6e-4, min_lr=6e-5,
@@ -317,11 +318,12 @@ def train_loop(rt, cfg, model, optimizer, micro_loss, start_step, evaluate, chec
             group["lr"] = lr * group.get("lr_scale", 1.0)
         for micro in range(cfg.grad_accum):
             last = micro == cfg.grad_accum - 1
-            # DDP: all-reduce the gradients only once, after the last micro-batch
+            # DDP: all-reduce the gradients only once, after the last micro-batch (no_sync is a
+            # one-use context manager, and must hold over the forward, so one `with` for both)
             sync = model.no_sync() if (isinstance(model, DDP) and not last) else contextlib.nullcontext()
-            with sync, rt.autocast():
-                loss = micro_loss(step, micro) / cfg.grad_accum
             with sync:
+                with rt.autocast():
+                    loss = micro_loss(step, micro) / cfg.grad_accum
                 loss.backward()
         if after_backward is not None:
             after_backward()
@@ -541,18 +543,23 @@ def train_prefix(cfg, frozen_cfg):
         images = images.to(rt.device, non_blocking=True, memory_format=memory_format)
         return images, inputs.to(rt.device, non_blocking=True), targets.to(rt.device, non_blocking=True)
 
+    current = {}  # this step's micro-batches, and the caption tokens of the whole global step
+
     def micro_loss(step, micro):
-        images, inputs, targets = to_device(*next(batches))
+        if micro == 0:  # read all of the step's micro-batches first, to count their tokens
+            current["batches"] = [to_device(*next(batches)) for _ in range(cfg.grad_accum)]
+            current["total"] = sum((targets != -100).sum() for _, _, targets in current["batches"])
+            if rt.world_size > 1:
+                dist.all_reduce(current["total"])
+        images, inputs, targets = current["batches"][micro]
         if cfg.blind:
             images = black_images(images)
-        # every caption token counts the same, whatever the batch rows and processes: the loss is
-        # a sum over this process's tokens divided by the tokens of the whole step
+        # every caption token counts the same, whatever the micro-batches and processes: the loss
+        # is a sum over this micro-batch's tokens divided by the tokens of the whole global step
+        # (x grad_accum and x world_size undo train_loop's division and DDP's gradient average)
         n_tokens = (targets != -100).sum()
-        total = n_tokens * cfg.grad_accum
-        if rt.world_size > 1:
-            dist.all_reduce(total)
         mean_loss = train_model(images, inputs, targets)
-        return mean_loss * n_tokens / total * rt.world_size * cfg.grad_accum
+        return mean_loss * n_tokens / current["total"] * rt.world_size * cfg.grad_accum
 
     def evaluate(step):
         if not rt.master:

@@ -1046,10 +1046,12 @@ class _Pieces:
             return describe(scene, self.text_rng, style)
         return render(scene, self.image_size, self.render_rng)
 
-    def thing(self, scene: Scene, style="plain"):
-        """A lone object: described as 'a small red apple.' (no position) in text."""
+    def thing(self, scene: Scene, style="plain", bare=False):
+        """A lone object: described as 'a small red apple.' (no position) in text; `bare` drops the
+        full stop, for the direct layout where the name follows the thing as an image's would."""
         if self.as_text:
-            return describe(scene.objects[0], self.text_rng, style)
+            text = describe(scene.objects[0], self.text_rng, style)
+            return text.removesuffix(".") if bare else text
         return render(scene, self.image_size, self.render_rng)
 
 
@@ -1095,7 +1097,7 @@ def _support(rng, out: _Pieces, chosen, names, inner_shots, repeats, layout, tas
     for _ in range(repeats):
         rng.shuffle(order)
         for k, s in order:
-            pieces += [out.thing(examples[k][s]), _naming(name_of[k], layout)]
+            pieces += [out.thing(examples[k][s], bare=layout == "direct"), _naming(name_of[k], layout)]
     return name_of, examples, pieces
 
 
@@ -1108,7 +1110,7 @@ def _binding(rng, out: _Pieces, chosen, names, inner_shots=1, repeats=1, task_in
     queries, query_kinds = [], []
     for _ in range(n_queries):
         k = rng.choice(chosen)
-        thing = out.thing(_query_scene(rng, k, examples[k], query), style)
+        thing = out.thing(_query_scene(rng, k, examples[k], query), style, bare=layout == "direct")
         name = name_of[k]
         if layout == "paper":
             queries.append((["Question: What is this? Answer:", thing, f"This is {article(name)}"], name))

@@ -1,6 +1,7 @@
 """gpt.py: causality, the embeddings path, RoPE, attention against a hand-written reference,
 KV-cached generation, sampling filters, and that the model can learn (overfit one batch)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -12,10 +13,14 @@ from gpt import GPT, GPTConfig, apply_rope, causal_mask, left_pad, pick_token, r
 CFG = GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=2, n_embd=32)
 
 
-@pytest.fixture
-def model():
+@pytest.fixture(params=[False, True], ids=["plain", "smeared-keys"])
+def model(request):
     torch.manual_seed(0)
-    return GPT(CFG).eval()
+    model = GPT(dataclasses.replace(CFG, smear_keys=request.param)).eval()
+    if request.param:  # away from the 0.5 start, so a wrong previous key would show
+        for block in model.blocks:
+            block.attn.smear.data.normal_()
+    return model
 
 
 def test_changing_a_later_token_never_changes_earlier_logits(model):
@@ -52,9 +57,11 @@ def test_rope_scores_depend_only_on_relative_position():
     assert score(5, 2) != pytest.approx(score(5, 3), abs=1e-3)
 
 
-def test_attention_matches_a_hand_written_reference(model):
+def test_attention_matches_a_hand_written_reference():
     """softmax(QK^T / sqrt(d) + causal mask) V, per head, written out with no fused kernel."""
-    attn = model.blocks[0].attn
+    torch.manual_seed(0)
+    attn = GPT(CFG).blocks[0].attn
+    model = GPT(CFG)
     x = torch.randn(2, 7, 32)
     cos = model.rope_cos[:7].view(1, 1, 7, 16)
     sin = model.rope_sin[:7].view(1, 1, 7, 16)
@@ -64,7 +71,7 @@ def test_attention_matches_a_hand_written_reference(model):
     scores = q @ k.transpose(-1, -2) / math.sqrt(16)
     scores = scores.masked_fill(torch.triu(torch.ones(7, 7, dtype=torch.bool), 1), float("-inf"))
     expected = attn.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 7, 32))
-    assert torch.allclose(attn(x, cos, sin), expected, atol=1e-5)
+    assert torch.allclose(attn(x, cos, sin, torch.arange(7).expand(2, 7)), expected, atol=1e-5)
 
 
 def test_loss_ignores_minus_100_targets(model):
@@ -141,4 +148,14 @@ def test_overfits_one_batch():
 
 def test_too_long_sequence_is_a_clear_error(model):
     with pytest.raises(ValueError, match="longer than"):
-        model(torch.zeros(1, 2 * CFG.block_size + 1, dtype=torch.long))
+        model(torch.zeros(1, 4 * CFG.block_size + 1, dtype=torch.long))
+
+
+def test_smeared_keys_mix_in_the_previous_key_only():
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(CFG, smear_keys=True))
+    attn = model.blocks[0].attn
+    k = torch.randn(1, 2, 5, 16)
+    out = attn.smear_keys(k, torch.arange(5)[None], None, 0)
+    assert torch.allclose(out[:, :, 0], 0.5 * k[:, :, 0])  # the first token has no previous key
+    assert torch.allclose(out[:, :, 3], 0.5 * k[:, :, 3] + 0.5 * k[:, :, 2])
