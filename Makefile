@@ -2,7 +2,7 @@
 PYTHON ?= python3
 OUT ?= out
 
-.PHONY: install demo test bench paper clean
+.PHONY: install demo test bench paper clean examples
 
 # pip skips what is already installed; torch==2.13.0 is the CPU build on CPU machines here
 # (a local wheel) and PyPI's CUDA build on a Linux machine with a GPU.
@@ -13,9 +13,18 @@ install:
 test: install
 	$(PYTHON) -m pytest
 
+# The whole pipeline on the embedded default, tiny preset: text pretraining, the visual prefix
+# with the LM frozen, then few-shot prompts of images and text (examples/) and a caption sheet.
 demo: install
 	$(PYTHON) train.py --stage lm --preset tiny --out-dir $(OUT)
-	$(PYTHON) sample.py --ckpt $(OUT)/lm.pt --prompt "Question: Can you eat an apple? Answer:"
+	$(PYTHON) sample.py --ckpt $(OUT)/lm.pt --prompt "a big red apple. Question: Can you eat this? Answer:"
+	$(PYTHON) train.py --stage prefix --preset tiny --out-dir $(OUT)
+	$(PYTHON) sample.py --ckpt $(OUT)/prefix.pt --shots examples/
+	$(PYTHON) sample.py --ckpt $(OUT)/prefix.pt --caption-sheet $(OUT)/captions.png
+
+# Re-make the few-shot example folders from world.py
+examples:
+	$(PYTHON) sample.py --write-examples examples/
 
 clean:
 	rm -rf $(OUT)

@@ -164,6 +164,42 @@ def write_task_folder(folder, pieces, answer=None, about=""):
         (folder / "README.md").write_text(about + "\n")
 
 
+def caption_sheet(model, tokenizer, path, decoding, n_seen=12, n_heldout=6, seed=0):
+    """Generated captions of world test images (seen kinds) and of held-out kinds, as a PNG grid."""
+    import world
+
+    images = [world.World(seed, model.config.image_size, "test")[i][0] for i in range(n_seen)]
+    images += [world.World(seed, model.config.image_size, "heldout")[i][0] for i in range(n_heldout)]
+    prompts = [[image_to_tensor(im, model.config.image_size)] for im in images]
+    rows = model.generate(prompts, stop_tokens={tokenizer.eot_id}, **decoding)
+    labels = [("held-out: " if i >= n_seen else "") + tokenizer.decode(r).strip() for i, r in enumerate(rows)]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return world.draw_sheet(list(zip(images, labels)), path)
+
+
+EXAMPLES = {
+    # folder: (world task, options, one line on what it shows)
+    "bind_nonsense_names": ("binding", dict(ways=2, inner_shots=3, layout="direct", query="different"),
+                            "Binding: two held-out kinds get made-up names from the prompt; name a new picture."),
+    "bind_5_way": ("binding", dict(ways=5, inner_shots=1, layout="direct", query="different"),
+                   "Binding, 5-way: five held-out kinds, one named example each."),
+    "visual_qa": ("vqa", dict(shots=4, question="colour"),
+                  "Visual QA, 4 shots: answer a question about what the picture shows."),
+    "outside_knowledge": ("okvqa", dict(shots=4),
+                          "Outside knowledge, 4 shots: the answer is only in the LM's text, never in a caption."),
+}
+
+
+def write_examples(folder, image_size=64, seed=0):
+    """Re-make examples/ from world.py's episodes (what `make examples` runs)."""
+    import world
+
+    for name, (task, options, about) in EXAMPLES.items():
+        episode = world.episodes(task, 1, seed=seed, image_size=image_size, **options)[0]
+        write_task_folder(Path(folder) / name, episode.pieces, episode.answer, about)
+    return sorted(EXAMPLES)
+
+
 # ---------------------------------------------------------------------------------------------
 # entry point
 
@@ -188,6 +224,9 @@ def parse_args(argv):
     what.add_argument("--prompt", help="continue this text with the LM")
     what.add_argument("--image", help="caption this image")
     what.add_argument("--shots", help="a few-shot task folder, or a folder of them")
+    what.add_argument("--write-examples", metavar="DIR", help="write the example task folders from world.py")
+    what.add_argument("--caption-sheet", metavar="PNG",
+                      help="caption world test images (seen kinds) and held-out kinds; draw them in a grid")
     p.add_argument("--ckpt", default=None,
                    help="checkpoint (default: out/lm.pt for --prompt, out/prefix.pt otherwise)")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -206,6 +245,9 @@ def main(argv=None):
     decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p)
     try:
+        if args.write_examples:
+            print(f"wrote {', '.join(write_examples(args.write_examples))} in {args.write_examples}")
+            return
         if args.prompt is not None:
             lm, tokenizer = load_for_text(args.ckpt or "out/lm.pt", args.device)
             ids = torch.tensor([tokenizer.encode(args.prompt)] * args.num_samples, device=args.device)
@@ -224,6 +266,9 @@ def main(argv=None):
                 raise InputError(f"{args.image}: cannot read image ({type(e).__name__})") from None
             tokens = model.generate([[image]], stop_tokens={tokenizer.eot_id}, **decoding)[0]
             print(tokenizer.decode(tokens).strip())
+            return
+        if args.caption_sheet:
+            print(f"wrote {caption_sheet(model, tokenizer, args.caption_sheet, decoding)}")
             return
         run_shots(model, tokenizer, args.shots, decoding)
     except InputError as e:

@@ -1494,21 +1494,25 @@ def episode_text(episode: Episode) -> str:
 # CLI: a sample sheet, a corpus sample, a speed check
 
 
-def sample_sheet(path: str, image_size=64, n=24, split="train", seed=0, cols=6):
-    world = World(seed, image_size, split)
+def draw_sheet(items, path: str, cols=6):
+    """A grid PNG of (image, text) pairs, images enlarged to at least 128 px, text wrapped below."""
     cell, text_h = 160, 56
-    show = max(128, image_size)
-    rows = math.ceil(n / cols)
+    show = max(128, items[0][0].size[0])
+    rows = math.ceil(len(items) / cols)
     sheet = Image.new("RGB", (cols * cell, rows * (show + text_h)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
-    for i in range(n):
-        image, text, _ = world[i]
+    for i, (image, text) in enumerate(items):
         x, y = (i % cols) * cell, (i // cols) * (show + text_h)
         sheet.paste(image.resize((show, show), Image.Resampling.NEAREST), (x + (cell - show) // 2, y))
         draw.multiline_text((x + 4, y + show + 2), "\n".join(textwrap.wrap(text, 25)[:4]), fill=(0, 0, 0), font=font)
     sheet.save(path)
     return path
+
+
+def sample_sheet(path: str, image_size=64, n=24, split="train", seed=0, cols=6):
+    world = World(seed, image_size, split)
+    return draw_sheet([world[i][:2] for i in range(n)], path, cols)
 
 
 def bench(seconds=2.0):
