@@ -29,10 +29,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data import (CaptionCollate, FileText, InputError, StepBatches, Tokenizer, WorldText, black_images,
+from data import (CaptionCollate, FileText, InputError, StepBatches, Tokenizer, WorldKinds, WorldText, black_images,
                   caption_dataset, file_hash, text_batch, train_tokenizer)
 from nfresnet import adaptive_grad_clip
-from frozen import Frozen, FrozenConfig
+from frozen import Frozen, FrozenConfig, KindClassifier
 from gpt import GPT, GPTConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +102,39 @@ class PrefixConfig:
     resume: bool = False
 
 
+@dataclass
+class ClassifyConfig:
+    """The LM-block comparison (Pang et al. 2024): classify the world's kinds from single-object
+    images with the NF-ResNet, with or without a block of the stage-lm GPT inside it."""
+    out_dir: str = "out/classify"
+    lm_ckpt: str = "out/lm.pt"  # where the LM block comes from (--lm-block)
+    seed: int = 0
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_steps: int = 600
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    agc_clip: float = 0.01
+    num_workers: int = 2
+    log_interval: int = 20
+    eval_interval: int = 200
+    eval_images: int = 1000  # test images scored at each evaluation
+    ckpt_interval: int = 200
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: str = "auto"
+    resume: bool = False
+
+
 PRESETS = {
+    "classify": {
+        "tiny": dict(model=dict(encoder="tiny", image_size=32), train=dict()),
+        "small": dict(model=dict(encoder="nf_resnet26", image_size=64), train=dict(batch_size=128, max_steps=3000)),
+    },
     "prefix": {
         "tiny": dict(model=dict(encoder="tiny", n_prefix=2, image_size=64),
                      train=dict(batch_size=32, max_steps=1500)),
@@ -352,7 +384,7 @@ def train_loop(rt, cfg, model, optimizer, micro_loss, start_step, evaluate, chec
 
 
 def stage_name(cfg):
-    return "lm" if isinstance(cfg, LMConfig) else "prefix"
+    return {LMConfig: "lm", PrefixConfig: "prefix", ClassifyConfig: "classify"}[type(cfg)]
 
 
 
@@ -581,7 +613,7 @@ def train_prefix(cfg, frozen_cfg):
 
     def clip_gradients():
         # AGC on the encoder's weights, not on the final projection (as NFNets exempt their classifier)
-        adaptive_grad_clip(model.vision.encoder.parameters(), cfg.agc_clip)
+        adaptive_grad_clip(model.vision.features.encoder.parameters(), cfg.agc_clip)
         if model.train_lm:
             torch.nn.utils.clip_grad_norm_([p for p in model.lm.parameters() if p.requires_grad], 1.0)
 
@@ -616,11 +648,75 @@ def load_frozen(path, device="cpu"):
 
 
 # ---------------------------------------------------------------------------------------------
+# stage classify: the LM-block comparison
+
+
+def classify_accuracy(model, cfg, frozen_cfg, rt):
+    """Correct predictions on the world's test split (cfg.eval_images single-object images)."""
+    dataset = WorldKinds(frozen_cfg.image_size, cfg.seed, "test", cfg.eval_images)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    model.eval()
+    correct = []
+    with torch.no_grad(), rt.autocast():
+        for images, labels in loader:
+            _, logits = model(images.to(rt.device), labels.to(rt.device))
+            correct += (logits.argmax(-1).cpu() == labels).tolist()
+    model.train()
+    return correct
+
+
+def train_classify(cfg, frozen_cfg):
+    rt = setup_runtime(cfg.device, cfg.dtype)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lm = load_lm(cfg.lm_ckpt)[0] if frozen_cfg.lm_block != "none" else None
+    model = KindClassifier(frozen_cfg, len(WorldKinds(frozen_cfg.image_size).kinds), lm).to(rt.device)
+    optimizer = make_optimizer([{"params": [p for p in model.parameters() if p.requires_grad],
+                                 "weight_decay": cfg.weight_decay}], cfg, rt.device)
+    start_step, ckpt_path = 0, out / "classify.pt"
+    if cfg.resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, "classify")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_step = ckpt["step"]
+    n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"classifier: {n_trained / 1e6:.3f}M trained parameters; {frozen_cfg}")
+    dataset = WorldKinds(frozen_cfg.image_size, cfg.seed, "train")
+    sampler = StepBatches(len(dataset), start_step, cfg.max_steps, cfg.grad_accum, cfg.batch_size, rt.rank,
+                          rt.world_size, cfg.seed)
+    batches = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers))
+    results = {}
+
+    def micro_loss(step, micro):
+        images, labels = next(batches)
+        return model(images.to(rt.device), labels.to(rt.device))[0]
+
+    def evaluate(step):
+        correct = classify_accuracy(model, cfg, frozen_cfg, rt)
+        results.update(correct=sum(correct), n=len(correct))
+        return {"test_acc": sum(correct) / len(correct)}
+
+    def checkpoint(step):
+        return {"kind": "classify", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "frozen_config": asdict(frozen_cfg), "train_config": asdict(cfg), "step": step, **results}
+
+    clip = lambda: adaptive_grad_clip(model.features.encoder.parameters(), cfg.agc_clip)
+    model.train()
+    train_loop(rt, cfg, model, optimizer, micro_loss, start_step, evaluate, checkpoint, after_backward=clip,
+               log=Log(out / "classify_log.txt"), items_per_step=cfg.batch_size * cfg.grad_accum,
+               item_name="img/s")
+    print(f"test accuracy {results['correct'] / results['n']:.3f} on {results['n']} images; saved {ckpt_path}")
+    return model, results
+
+
+# ---------------------------------------------------------------------------------------------
 # entry point
 
 
 STAGE_CONFIGS = {"lm": [(LMConfig, "stage lm"), (GPTConfig, "GPT")],
-                 "prefix": [(PrefixConfig, "stage prefix"), (FrozenConfig, "Frozen")]}
+                 "prefix": [(PrefixConfig, "stage prefix"), (FrozenConfig, "Frozen")],
+                 "classify": [(ClassifyConfig, "stage classify (LM-block comparison)"), (FrozenConfig, "vision")]}
 
 
 def parse_args(argv):
@@ -647,10 +743,14 @@ def main(argv=None):
             cfg = build_config(LMConfig, args, preset["train"])
             model_cfg = build_config(GPTConfig, args, preset["model"])
             train_lm(cfg, model_cfg)
-        else:
+        elif args.stage == "prefix":
             cfg = build_config(PrefixConfig, args, preset["train"])
             frozen_cfg = build_config(FrozenConfig, args, preset["model"])
             train_prefix(cfg, frozen_cfg)
+        else:
+            cfg = build_config(ClassifyConfig, args, preset["train"])
+            frozen_cfg = build_config(FrozenConfig, args, preset["model"])
+            train_classify(cfg, frozen_cfg)
     except InputError as e:
         sys.exit(f"error: {e}")
     finally:

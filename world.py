@@ -1187,9 +1187,10 @@ class TextMix:
     story: float = 0.06
     scene: float = 0.05
     naming: float = 0.05
-    binding: float = 0.35
+    binding: float = 0.15  # paper layout: "a red apple. This is a dax."
     copy: float = 0.15
     examples: float = 0.10
+    binding_direct: float = 0.25  # direct layout: "a red apple dax."
 
 
 def _text_pieces(rng) -> _Pieces:
@@ -1276,7 +1277,7 @@ def passage_naming(rng: random.Random) -> str:
             + " ".join(rng.sample(questions, rng.randint(2, 4))))
 
 
-def passage_binding(rng: random.Random) -> str:
+def passage_binding(rng: random.Random, layout: str = "paper") -> str:
     """The evaluation's binding (and Fast-VQA) task, as text with training names, several queries."""
     out = _text_pieces(rng)
     ways = rng.choice((2, 2, 3, 5))
@@ -1286,7 +1287,7 @@ def passage_binding(rng: random.Random) -> str:
     real = rng.random() < 0.15  # real names too: the Real-Name miniImageNet layout
     names = None if real else made_up_names(rng, ways)
     options = dict(inner_shots=inner_shots, repeats=repeats, task_induction=rng.random() < 0.5,
-                   layout=rng.choice(("paper", "direct")), n_queries=rng.randint(1, 4))
+                   layout=layout, n_queries=rng.randint(1, 4))
     chosen = rng.sample(kinds, ways)
     if rng.random() < 0.2:
         pieces, queries, _ = _fast_vqa(rng, out, chosen, names or chosen, **options)
@@ -1344,6 +1345,7 @@ def passage_examples(rng: random.Random) -> str:
 PASSAGES: dict[str, Callable[[random.Random], str]] = {
     "knowledge": passage_knowledge, "qa": passage_qa, "story": passage_story, "scene": passage_scene,
     "naming": passage_naming, "binding": passage_binding, "copy": passage_copy, "examples": passage_examples,
+    "binding_direct": functools.partial(passage_binding, layout="direct"),
 }
 
 

@@ -108,7 +108,7 @@ def test_stage_prefix_leaves_every_lm_tensor_bit_identical(lm_dir, pairs_dir, tm
     fresh = Frozen(GPT(model.lm.config), model.config)
     changed = [k for k, v in fresh.vision.state_dict().items()
                if not torch.equal(v, model.vision.state_dict()[k])]
-    assert "proj.weight" in changed and any(k.startswith("encoder.") for k in changed)
+    assert "proj.weight" in changed and any(k.startswith("features.encoder.") for k in changed)
 
 
 def test_finetune_lm_ablation_trains_the_lm_at_its_own_lr(lm_dir, pairs_dir, tmp_path):

@@ -182,7 +182,7 @@ def test_corpus_has_every_passage_type_and_held_out_kinds():
 
 
 def test_text_mix_controls_passage_types():
-    only_copy = TextMix(**{f: 0.0 for f in ("knowledge", "qa", "story", "scene", "naming", "binding", "examples")},
+    only_copy = TextMix(**{f: 0.0 for f in ("knowledge", "qa", "story", "scene", "naming", "binding", "examples", "binding_direct")},
                         copy=1.0)
     kinds = {world.text_document(0, i, only_copy)[0] for i in range(50)}
     assert kinds == {"copy"}
