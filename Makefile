@@ -22,6 +22,36 @@ demo: install
 	$(PYTHON) sample.py --ckpt $(OUT)/prefix.pt --shots examples/
 	$(PYTHON) sample.py --ckpt $(OUT)/prefix.pt --caption-sheet $(OUT)/captions.png
 
+# The paper's experiments re-made on the world (eval.py): one LM, stage prefix for Frozen and for
+# each ablation, then every table into $(PAPER)/results.md (+ .json, + .png). Each step resumes
+# from its checkpoint, so running it again continues where it stopped. PRESET=tiny: 2 CPU cores,
+# under an hour in all; PRESET=small: one GPU (use another OUT for it: runs resume by folder).
+PRESET ?= tiny
+PAPER ?= $(OUT)/paper
+# tiny at 32 px: the seven trainings and the tables in about 40 minutes on 2 cores
+ifeq ($(PRESET),tiny)
+PAPER_PREFIX_FLAGS ?= --image-size 32
+PAPER_EPISODES ?= 100
+endif
+PAPER_LM_FLAGS ?=
+PAPER_PREFIX_FLAGS ?=
+PAPER_EPISODES ?= 200
+PREFIX = $(PYTHON) train.py --stage prefix --preset $(PRESET) --lm-ckpt $(PAPER)/lm/lm.pt --resume $(PAPER_PREFIX_FLAGS)
+
+paper: install
+	$(PYTHON) train.py --stage lm --preset $(PRESET) --out-dir $(PAPER)/lm --resume $(PAPER_LM_FLAGS)
+	$(PREFIX) --out-dir $(PAPER)/frozen
+	$(PREFIX) --out-dir $(PAPER)/train-blind --blind
+	$(PREFIX) --out-dir $(PAPER)/finetune-lm --finetune-lm
+	$(PREFIX) --out-dir $(PAPER)/lm-scratch --lm-init scratch
+	$(PREFIX) --out-dir $(PAPER)/n1 --n-prefix 1
+	$(PREFIX) --out-dir $(PAPER)/n4 --n-prefix 4
+	$(PYTHON) eval.py --episodes $(PAPER_EPISODES) --ckpt frozen=$(PAPER)/frozen/prefix.pt \
+		--compare blind=$(PAPER)/frozen/prefix.pt:blind train-blind=$(PAPER)/train-blind/prefix.pt \
+		finetune-lm=$(PAPER)/finetune-lm/prefix.pt lm-scratch=$(PAPER)/lm-scratch/prefix.pt \
+		n1=$(PAPER)/n1/prefix.pt n4=$(PAPER)/n4/prefix.pt \
+		--md $(PAPER)/results.md --json $(PAPER)/results.json --png $(PAPER)/results.png
+
 # Re-make the few-shot example folders from world.py
 examples:
 	$(PYTHON) sample.py --write-examples examples/

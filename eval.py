@@ -248,7 +248,10 @@ def describe_training(ckpt):
     t, f = ckpt["train_config"], ckpt["frozen_config"]
     lm = "from scratch" if t["lm_init"] == "scratch" else "fine-tuned" if t["finetune_lm"] else "frozen"
     images = "black images" if t["blind"] else f"{t['data']} images"
-    return f"step {ckpt['step']}, n={f['n_prefix']}, {f['image_size']} px, LM {lm}, trained on {images}"
+    block = ""
+    if f.get("lm_block", "none") != "none":  # Pang et al. 2024's variant (frozen.LMBlockLayer)
+        block = f", LM block {f['lm_block']} ({f['lm_block_mode']}) in the encoder"
+    return f"step {ckpt['step']}, n={f['n_prefix']}, {f['image_size']} px, LM {lm}{block}, trained on {images}"
 
 
 def load_subject(spec, device, blind=False, batch_size=32):
@@ -310,22 +313,15 @@ def generate_answers(subject, episodes, max_new_tokens=12):
     return answers
 
 
-def names_share(episodes, answers):
-    """How often the answer is one of the episode's names, right or wrong: high when the format is
-    learnt, and then accuracy says whether the binding is."""
-    hits = [normalize_answer(a) in {normalize_answer(v) for v in e.info["names"].values()}
-            for a, e in zip(answers, episodes)]
-    return sum(hits) / len(hits) if hits else 0.0
-
-
 def answer_cell(subject, task, n, seed, **options):
     """One table cell: exact-match accuracy of greedy answers to n episodes, with count and CI,
     and three (expected, answered) examples."""
     episodes = image_episodes(subject, task, n, seed, **options)
     answers = generate_answers(subject, episodes)
-    cell = summarize([exact_match(a, e.answer) for a, e in zip(answers, episodes)])
-    if task == "binding":
-        cell["some_name"] = names_share(episodes, answers)
+    if task == "binding":  # with chance and how often the answer is a support name
+        cell = score_binding(answers, episodes)
+    else:
+        cell = summarize([exact_match(a, e.answer) for a, e in zip(answers, episodes)])
     cell["examples"] = [[e.answer, a] for e, a in zip(episodes[:3], answers[:3])]
     return cell
 
@@ -703,7 +699,8 @@ def plot_results(result, png_path):
                                 [point(c["inner_shots"], c) for c in cells]))
                 ways_shown.add(row["ways"])
     binding += [(f"chance {w}-way", "#999999", [(1, 1 / w), (5, 1 / w)]) for w in sorted(ways_shown)]
-    draw_panel(draw, boxes[0], f"binding, {result['layout']} layout, task induction", binding, x_label="inner shots")
+    draw_panel(draw, boxes[0], f"binding, {result['layout']} layout, task induction", binding,
+               x_label="inner shots")
     for box, task, label in ((boxes[1], "vqa", "VQA"), (boxes[2], "okvqa", "OKVQA")):
         series = [(name, colour[name], [point(c["shots"], c) for c in m["results"][task]])
                   for name, m in models if task in m["results"]]

@@ -65,4 +65,5 @@ def test_copy_score_is_near_one_for_an_ideal_induction_head(world_tokenizer):
                     logits[0, t, seq[earlier[-1] + 1]] = 1.0
             return logits, None
 
-    assert ev.copy_score(InductionHead(), world_tokenizer, n=10) > 0.9
+    # not 1: a token that occurs twice in a random sequence sends "the last occurrence" astray
+    assert ev.copy_score(InductionHead(), world_tokenizer, n=10) > 0.8

@@ -1,0 +1,198 @@
+"""eval.py: the paper's scoring on hand-made answers, the episodes' fairness, and a tiny end-to-end
+run of every image table (a 2-layer LM on world text, a 2-step stage prefix: structure, not skill)."""
+
+import json
+import random
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+import eval
+import train
+import world
+from data import InputError
+
+from conftest import lm_args
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny models here run thousands of small ops: one thread is faster than two, and does
+    not slow down tenfold when another process holds a core (threads waiting on each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, normal", [
+    ("The Red.", "red"), ("an apple", "apple"), ("  On the LEFT! ", "on the left"), ("a", "a"),
+    ("dax", "dax"), ("A dax.", "dax"), ("in the sea", "in the sea"), ("yes,", "yes"), ("", ""),
+])
+def test_normalize_answer(text, normal):
+    assert eval.normalize_answer(text) == normal
+
+
+def test_exact_match_is_exact_after_normalisation():
+    assert eval.exact_match("A dax.", "dax") and eval.exact_match("On the left", "on the left.")
+    assert not eval.exact_match("daxes", "dax") and not eval.exact_match("dax dax", "dax")
+    assert not eval.exact_match("", "dax") and not eval.exact_match("the left", "on the left")
+
+
+def test_wilson_interval_edge_cases():
+    assert eval.wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = eval.wilson_interval(0, 10)
+    assert low == 0.0 and 0.2 < high < 0.35  # never a zero-width interval at 0 of 10
+    low, high = eval.wilson_interval(10, 10)
+    assert high == 1.0 and 0.65 < low < 0.8
+    low, high = eval.wilson_interval(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+    for k in range(0, 21):  # symmetric: k successes mirror n - k
+        a, b = eval.wilson_interval(k, 20), eval.wilson_interval(20 - k, 20)
+        assert a[0] == pytest.approx(1 - b[1]) and a[1] == pytest.approx(1 - b[0])
+        assert a[0] <= k / 20 <= a[1]
+
+
+def test_summarize_and_fmt():
+    cell = eval.summarize([True, False, True, True])
+    assert cell["acc"] == 0.75 and cell["n"] == 4 and cell["ci"] == list(eval.wilson_interval(3, 4))
+    assert eval.summarize([]) == {"acc": 0.0, "ci": [0.0, 1.0], "n": 0}
+    assert eval.fmt({"acc": 0.5, "ci": [0.4, 0.6], "n": 100}) == "0.50 ±0.10"
+
+
+def test_caption_correct_scores_each_attribute():
+    apples = world.Scene(world._group_objects(random.Random(0), "apple", "red", "small", "left", 2))
+    right = eval.caption_correct("two small red apples on the left.", apples)
+    assert right == {"kind": True, "colour": True, "count": True, "position": True}
+    wrong = eval.caption_correct("a green car at the top. it is fast.", apples)
+    assert wrong == {"kind": False, "colour": False, "count": False, "position": False}
+    half = eval.caption_correct("a red car on the left.", apples)  # right colour and place, wrong kind and count
+    assert half == {"kind": False, "colour": True, "count": False, "position": True}
+    assert not any(eval.caption_correct("", apples).values())
+
+
+def test_parse_model_spec():
+    assert eval.parse_model_spec("out/paper/frozen/prefix.pt") == ("frozen", "out/paper/frozen/prefix.pt", False)
+    assert eval.parse_model_spec("blind=out/a/prefix.pt:blind") == ("blind", "out/a/prefix.pt", True)
+    assert eval.parse_model_spec("x/run.pt:blind") == ("run blind", "x/run.pt", True)
+
+
+@pytest.mark.parametrize("ways", [2, 5])
+@pytest.mark.parametrize("layout", ["direct", "paper"])
+def test_an_answer_by_position_alone_is_at_chance(ways, layout):
+    """The episodes leak nothing through order: always answering the first (or last) support name,
+    which is all that a model blind to the images can do, scores about 1 / ways."""
+    episodes = world.episodes("binding", 300, seed=1, as_text=True, ways=ways, inner_shots=1,
+                              task_induction=True, layout=layout)
+    # the names in the order the support set shows them (pieces[0] is the task induction)
+    shown = [[w for p in e.pieces[1:] for w in re.findall(r"[a-z]+", p) if w in e.info["names"].values()]
+             for e in episodes]
+    for pick in (0, -1):
+        cell = eval.summarize([eval.exact_match(names[pick], e.answer) for names, e in zip(shown, episodes)])
+        assert cell["ci"][0] <= 1 / ways <= cell["ci"][1], (pick, cell)
+
+
+# --- a tiny end-to-end run ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world_lm(tmp_path_factory):
+    """A 2-layer LM on world text (a world tokenizer: prompts tokenise as they will for real), block
+    size 128 so that the longest episodes fit in its positions (4 x block size)."""
+    text = tmp_path_factory.mktemp("world_text")
+    (text / "world.txt").write_text(world.corpus_text(0, 40_000))
+    lm = tmp_path_factory.mktemp("world_lm")
+    train.main(lm_args(text, lm, 4, "--block-size", "128"))
+    return lm / "lm.pt"
+
+
+@pytest.fixture(scope="module")
+def prefix_ckpt(world_lm, tmp_path_factory):
+    """2 steps of stage prefix on world images: an untrained Frozen, for the tables' structure."""
+    out = tmp_path_factory.mktemp("world_prefix")
+    train.main(["--stage", "prefix", "--lm-ckpt", str(world_lm), "--out-dir", str(out), "--data", "world",
+                "--image-size", "32", "--num-workers", "0", "--batch-size", "4", "--max-steps", "2",
+                "--warmup-steps", "1", "--log-interval", "1", "--eval-interval", "2", "--eval-batches", "1"])
+    return out / "prefix.pt"
+
+
+def test_every_table_and_the_comparison(prefix_ckpt, tmp_path, capsys):
+    n = 3
+    result = eval.main(["--ckpt", f"frozen={prefix_ckpt}", "--compare", f"blind={prefix_ckpt}:blind",
+                        "--episodes", str(n), "--json", str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md"),
+                        "--png", str(tmp_path / "r.png")])
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(result))
+    assert list(result["models"]) == ["frozen", "blind"]
+    frozen, blind = result["models"]["frozen"], result["models"]["blind"]
+    assert not frozen["blind"] and blind["blind"] and "LM frozen" in frozen["about"]
+    r = frozen["results"]
+    assert set(r) == set(eval.IMAGE_TASKS)
+    assert [c["split"] for c in r["caption"]] == ["test", "heldout"]
+    assert all(c[f]["n"] == n for c in r["caption"] for f in eval.CAPTION_FIELDS)
+    assert all(c["perplexity"] > 1 for c in r["caption"])
+    for task in ("vqa", "okvqa"):
+        assert [c["shots"] for c in r[task]] == [0, 1, 4] and all(c["n"] == n for c in r[task])
+    # nonsense names in both layouts, real names in the default one; 2- and 5-way; the paper's columns
+    assert [(b["names"], b["layout"], b["ways"]) for b in r["binding"]] == [
+        ("nonsense", "direct", 2), ("nonsense", "direct", 5), ("nonsense", "paper", 2), ("nonsense", "paper", 5),
+        ("real", "direct", 2), ("real", "direct", 5)]
+    assert all(len(b["cells"]) == len(eval.BINDING_COLUMNS) and b["cells"][3]["inner_shots"] == 5
+               for b in r["binding"])
+    assert [[c["inner_shots"] for c in f["cells"]] for f in r["fast_vqa"]] == [[0, 1, 3, 5]] * 2
+    assert [s["kinds"] for s in r["separation"]] == ["held-out", "seen"]
+    # the comparison model gets the comparison's cells only, and both are in its table
+    assert set(eval.compare_cells(blind["results"], "direct")) == set(eval.compare_cells(r, "direct"))
+    assert all(v is not None for v in eval.compare_cells(blind["results"], "direct").values())
+    md = (tmp_path / "r.md").read_text()
+    assert md.strip() in capsys.readouterr().out
+    assert "## Comparison" in md and "| blind |" in md and "| frozen |" in md
+    assert f"{n} episodes a cell" in md and "Re-make: `python eval.py --ckpt" in md
+    assert Image.open(tmp_path / "r.png").size[0] > 1000
+
+
+def test_a_blind_model_is_not_above_chance(prefix_ckpt):
+    subject, _ = eval.load_subject(str(prefix_ckpt), "cpu", blind=True)
+    episodes = eval.image_episodes(subject, "binding", 4, 0, ways=2, layout="direct")
+    for prompt in eval.prompts_of(subject, episodes):
+        images = [p for p in prompt if torch.is_tensor(p)]
+        assert len(images) == 3 and all(bool((x == -1).all()) for x in images)
+    (row,) = eval.binding_table(subject, 40, 0, ("direct",), ("nonsense",), (2,), [(True, 5, 0)])
+    cell = row["cells"][0]
+    assert cell["n"] == 40 and cell["ci"][0] <= row["chance"]  # whatever it answers, if anything
+    (sep,) = eval.separation_table(subject, 8, 0, full=False)  # every prefix the same: collapsed
+    assert sep["within"] == pytest.approx(1.0) and sep["across"] == pytest.approx(1.0)
+    assert sep["nearer"]["acc"] == 0.0 and sep["captions_differ"]["acc"] == 0.0
+
+
+def test_too_long_prompts_and_bad_tasks_fail_clearly(prefix_ckpt, capsys):
+    subject, _ = eval.load_subject(str(prefix_ckpt), "cpu")
+    with pytest.raises(InputError, match="positions"):
+        eval.check_length(subject, [[list(range(600))]], 12, "vqa")
+    with pytest.raises(SystemExit, match="--task"):
+        eval.main(["--ckpt", str(prefix_ckpt), "--task", "vqa,nope"])
+    with pytest.raises(SystemExit, match="not found"):
+        eval.main(["--ckpt", str(prefix_ckpt.parent.parent / "nothing.pt"), "--task", "vqa"])
+
+
+def test_an_lm_checkpoint_gets_the_text_binding_table(world_lm, capsys):
+    result = eval.main(["--ckpt", str(world_lm), "--episodes", "2"])
+    assert result["task"] == "text-binding" and len(result["rows"]) == 24
+    assert "Text binding: 2 episodes a cell" in capsys.readouterr().out
+
+
+def test_plot_log_draws_a_training_log(tmp_path):
+    log = train.Log(tmp_path / "lm_log.txt")
+    for step in range(10, 101, 10):
+        log.write(step=step, loss=5.0 / step ** 0.5, lr=1e-3)
+        if step % 50 == 0:
+            log.write(step=step, val_loss=5.5 / step ** 0.5, copy=step / 100, bind2_direct=0.5)
+    png = eval.plot_log(tmp_path / "lm_log.txt", tmp_path / "plot.png")
+    assert Image.open(png).size == (900, 380)
+    with pytest.raises(ValueError, match="no"):
+        eval.plot_log(tmp_path / "lm_log.txt", tmp_path / "none.png", keys=("nothing",))
