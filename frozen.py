@@ -178,27 +178,33 @@ class Frozen(nn.Module):
 
     # --- inference: interleaved images and text (Sec. 3.3) -----------------------------------
 
-    def embed_sequence(self, pieces):
-        """One prompt: a list of image tensors (3, H, W) and token-id lists -> embeddings (T, D),
-        each image replaced by its n prefix embeddings where it stands."""
-        images = [p for p in pieces if torch.is_tensor(p) and p.dim() == 3]
+    def embed_sequences(self, prompts):
+        """Prompts, each a list of image tensors (3, H, W) and token-id lists -> one embedding
+        sequence (T_i, D) each, every image replaced by its n prefix embeddings where it stands.
+        All images of all prompts go through the vision encoder in one batch."""
         device = self.lm.wte.weight.device
-        prefixes = iter(self.vision(torch.stack(images).to(device))) if images else iter(())
-        parts = []
-        for p in pieces:
-            if torch.is_tensor(p) and p.dim() == 3:
-                parts.append(next(prefixes))  # (n, D)
-            elif len(p):
-                parts.append(self.lm.embed(torch.as_tensor(p, device=device)))  # (len, D)
-        return torch.cat(parts, dim=0)
+        images = [p for prompt in prompts for p in prompt if is_image(p)]
+        prefixes = iter(self.vision(torch.stack(images).to(device))) if images else iter(())  # (n, D) each
+        sequences = []
+        for prompt in prompts:
+            parts = [next(prefixes) if is_image(p) else self.lm.embed(torch.as_tensor(p, device=device))
+                     for p in prompt if is_image(p) or len(p)]
+            sequences.append(torch.cat(parts, dim=0))  # (T_i, D)
+        return sequences
+
+    def embed_sequence(self, pieces):
+        return self.embed_sequences([pieces])[0]
 
     @torch.no_grad()
     def generate(self, prompts, **decoding):
-        """Continue a batch of interleaved prompts (see embed_sequence) with the frozen LM's KV
+        """Continue a batch of interleaved prompts (see embed_sequences) with the frozen LM's KV
         cache; returns each prompt's new token ids. Decoding options are GPT.generate's."""
-        sequences = [self.embed_sequence(p) for p in prompts]
-        embeds, mask = left_pad(sequences)
+        embeds, mask = left_pad(self.embed_sequences(prompts))
         return self.lm.generate(embeds=embeds, prompt_mask=mask, **decoding)
+
+
+def is_image(piece):
+    return torch.is_tensor(piece) and piece.dim() == 3
 
 
 def caption_targets(captions, n_prefix, eot_id, pad_id):
