@@ -712,6 +712,27 @@ def plot_results(result, png_path):
 # entry point
 
 TEXT_TASKS = ("text-binding",)
+CLASSIFY_TASKS = ("classify",)
+
+
+def classify_table(specs, out=print):
+    """The LM-block comparison: test accuracy of each `train.py --stage classify` run (scored on
+    the world's test split when it finished), beside Pang et al. 2024's finding on ImageNet."""
+    from train import load_checkpoint
+
+    out("| vision encoder | kinds accuracy (test) | 95% CI | test images | training |")
+    out("|---|---|---|---|---|")
+    rows = {}
+    for spec in specs:
+        name, path, _ = parse_model_spec(spec)
+        ckpt = load_checkpoint(path, "classify")
+        cell = summarize([True] * ckpt["correct"] + [False] * (ckpt["n"] - ckpt["correct"]))
+        f = ckpt["frozen_config"]
+        what = "none" if f["lm_block"] == "none" else f"block {f['lm_block']}, {f['lm_block_mode']}"
+        out(f"| {name} ({what}) | {cell['acc']:.3f} | [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}] | "
+            f"{cell['n']} | step {ckpt['step']}, {f['image_size']} px |")
+        rows[name] = cell
+    return {"task": "classify", "rows": rows}
 
 
 def parse_args(argv):
@@ -724,7 +745,8 @@ def parse_args(argv):
                    help="more models for the comparison table: only its cells are computed")
     p.add_argument("--task", default="auto",
                    help=f"comma-separated: {', '.join(IMAGE_TASKS)}, all (these), text-binding; "
-                        "auto: all for a stage-prefix checkpoint, text-binding for a stage-lm one")
+                        "auto: all for a stage-prefix checkpoint, text-binding for a stage-lm one; "
+                        "classify: the LM-block table of stage-classify checkpoints")
     p.add_argument("--layout", choices=("direct", "paper"), default="direct",
                    help="binding prompt layout of the comparison table and Fast-VQA (the binding table "
                         "shows both): direct '<image> dax.', paper '<image> This is a dax.'")
@@ -751,11 +773,12 @@ def choose_tasks(args):
         return TEXT_TASKS if checkpoint_kind(parse_model_spec(args.ckpt[0])[1]) == "lm" else IMAGE_TASKS
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     tasks = [t for task in tasks for t in (IMAGE_TASKS if task == "all" else (task,))]
-    unknown = [t for t in tasks if t not in IMAGE_TASKS + TEXT_TASKS]
-    if unknown or not tasks or (set(tasks) & set(TEXT_TASKS) and set(tasks) - set(TEXT_TASKS)):
+    unknown = [t for t in tasks if t not in IMAGE_TASKS + TEXT_TASKS + CLASSIFY_TASKS]
+    alone = set(TEXT_TASKS) | set(CLASSIFY_TASKS)
+    if unknown or not tasks or (set(tasks) & alone and len(tasks) > 1):
         from data import InputError
 
-        raise InputError(f"--task {args.task!r}: choose text-binding alone, or from {', '.join(IMAGE_TASKS)}, all")
+        raise InputError(f"--task {args.task!r}: choose text-binding or classify alone, or from {', '.join(IMAGE_TASKS)}, all")
     return tuple(tasks)
 
 
@@ -805,7 +828,9 @@ def main(argv=None):
             return
         tasks = choose_tasks(args)
         command = "python eval.py " + " ".join(shlex.quote(a) for a in argv)
-        if tasks == TEXT_TASKS:
+        if tasks == CLASSIFY_TASKS:
+            result = classify_table(args.ckpt, out)
+        elif tasks == TEXT_TASKS:
             lm, tokenizer = load_for_text(parse_model_spec(args.ckpt[0])[1], args.device)
             result = text_binding_table(lm, tokenizer, args.episodes, args.seed)
             print_text_binding(result, out)

@@ -132,7 +132,8 @@ class ClassifyConfig:
 
 PRESETS = {
     "classify": {
-        "tiny": dict(model=dict(encoder="tiny", image_size=32), train=dict()),
+        # 64 px, lr 3e-3: measured, the tiny encoder reached 0.50 on kinds in 400 steps this way
+        "tiny": dict(model=dict(encoder="tiny", image_size=64), train=dict(lr=3e-3, min_lr=3e-4, max_steps=1000)),
         "small": dict(model=dict(encoder="nf_resnet26", image_size=64), train=dict(batch_size=128, max_steps=3000)),
     },
     "prefix": {
@@ -311,7 +312,9 @@ class Log:
             return
         parts = []
         for k, v in values.items():
-            parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+            if isinstance(v, float):
+                v = f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+            parts.append(f"{k} {v}")
         with open(self.path, "a") as f:
             f.write(" | ".join(parts) + "\n")
 

@@ -1172,15 +1172,15 @@ def _passage(pieces, queries) -> str:
 class TextMix:
     """Share of each passage type in the stage-lm corpus (weights; normalised when drawn).
 
-    About 40% is the world's knowledge and language (facts, Q/A, stories, scene descriptions,
-    naming stories): without it the LM has no facts for OKVQA and no Q/A format. About 35% is
-    binding passages in exactly the evaluation's layouts, paper and direct (DESIGN.md: a tiny GPT
-    bound names in the direct layout within minutes but chose by position in the paper layout, so
-    both are drilled). 15% is plain copy passages: measured, a tiny GPT without them never learned
-    to copy, and induction heads are what binding rides on. 10% is solved-example lists, so that
-    following a format from examples (the 1- and 4-shot VQA prompts) is learnt from text.
-    Weights count documents, not characters: binding passages are long, so with these defaults
-    they are about 45% of the characters and copy passages about 9%."""
+    About a third is the world's knowledge and language (facts, Q/A, stories, scene descriptions,
+    naming stories): without it the LM has no facts for OKVQA and no Q/A format. About 40% of the
+    documents are binding passages in exactly the evaluation's layouts, the direct one weighted
+    higher (DESIGN.md: a tiny GPT bound names in the direct layout within minutes but chose by
+    position in the paper layout). 15% is plain copy passages: measured, a tiny GPT without them
+    never learned to copy, and induction heads are what binding rides on. 10% is solved-example
+    lists, so that following a format from examples (the 1- and 4-shot VQA prompts) is learnt
+    from text. Weights count documents; `python world.py --mix 5000` prints the shares of
+    documents and characters (binding passages are long: about half of the characters)."""
 
     knowledge: float = 0.12
     qa: float = 0.12
@@ -1541,8 +1541,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="world seed")
     parser.add_argument("--text", type=int, default=0, help="print this many characters of the corpus")
     parser.add_argument("--bench", action="store_true", help="print images/s and corpus chars/s")
+    parser.add_argument("--mix", type=int, default=0, help="print each passage type's share of this many documents")
     args = parser.parse_args(argv)
-    if not (args.sheet or args.text or args.bench):
+    if not (args.sheet or args.text or args.bench or args.mix):
         parser.print_help()
         return
     if args.sheet:
@@ -1553,6 +1554,21 @@ def main(argv=None):
         sys.stdout.write(corpus_text(args.seed, args.text) + "\n")
     if args.bench:
         bench()
+    if args.mix:
+        print_mix(args.seed, args.mix)
+
+
+def print_mix(seed, n):
+    """The share of documents and of characters of each passage type in the corpus's first n."""
+    docs, chars = {}, {}
+    for i in range(n):
+        kind, text = text_document(seed, i)
+        docs[kind] = docs.get(kind, 0) + 1
+        chars[kind] = chars.get(kind, 0) + len(text)
+    total = sum(chars.values())
+    print("| passage | documents | characters |\n|---|---|---|")
+    for kind in sorted(chars, key=chars.get, reverse=True):
+        print(f"| {kind} | {docs[kind] / n:.0%} | {chars[kind] / total:.0%} |")
 
 
 if __name__ == "__main__":

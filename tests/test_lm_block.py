@@ -78,3 +78,7 @@ def test_stage_classify_runs_and_scores(lm_dir, tmp_path):
                 "--eval-images", "8", "--num-workers", "0", "--log-interval", "1", "--ckpt-interval", "2"])
     ckpt = torch.load(tmp_path / "classify.pt", weights_only=True)
     assert ckpt["kind"] == "classify" and ckpt["n"] == 8 and 0 <= ckpt["correct"] <= 8
+    import eval as ev
+
+    result = ev.main(["--task", "classify", "--ckpt", f"frozen-block={tmp_path / 'classify.pt'}"])
+    assert result["rows"]["frozen-block"]["n"] == 8
