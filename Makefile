@@ -55,19 +55,20 @@ paper: install
 
 # The LM-block comparison (Pang et al. 2024) on the world's kinds: NF-ResNet alone, + the LM's
 # last block frozen, + a trainable MLP of its size, + the block fine-tuned, + a random block.
-LMBLOCK = $(PYTHON) train.py --stage classify --preset $(PRESET) --lm-ckpt $(PAPER)/lm/lm.pt --resume
+# Needs a stage-lm checkpoint: LM=out/lm.pt after `make demo`, the default after `make paper`.
+LM ?= $(PAPER)/lm/lm.pt
+LMB = $(OUT)/lmblock
+LMBLOCK = $(PYTHON) train.py --stage classify --preset $(PRESET) --lm-ckpt $(LM) --resume
 
 lmblock: install
-	$(PYTHON) train.py --stage lm --preset $(PRESET) --out-dir $(PAPER)/lm --resume $(PAPER_LM_FLAGS)
-	$(LMBLOCK) --out-dir $(PAPER)/lmblock/none --lm-block none
-	$(LMBLOCK) --out-dir $(PAPER)/lmblock/frozen --lm-block last
-	$(LMBLOCK) --out-dir $(PAPER)/lmblock/mlp --lm-block last --lm-block-mode mlp
-	$(LMBLOCK) --out-dir $(PAPER)/lmblock/finetune --lm-block last --lm-block-mode finetune
-	$(LMBLOCK) --out-dir $(PAPER)/lmblock/random --lm-block last --lm-block-mode random
-	$(PYTHON) eval.py --task classify --md $(PAPER)/lmblock/results.md --ckpt \
-		none=$(PAPER)/lmblock/none/classify.pt frozen-block=$(PAPER)/lmblock/frozen/classify.pt \
-		mlp=$(PAPER)/lmblock/mlp/classify.pt finetuned-block=$(PAPER)/lmblock/finetune/classify.pt \
-		random-block=$(PAPER)/lmblock/random/classify.pt
+	$(LMBLOCK) --out-dir $(LMB)/none --lm-block none
+	$(LMBLOCK) --out-dir $(LMB)/frozen --lm-block last
+	$(LMBLOCK) --out-dir $(LMB)/mlp --lm-block last --lm-block-mode mlp
+	$(LMBLOCK) --out-dir $(LMB)/finetune --lm-block last --lm-block-mode finetune
+	$(LMBLOCK) --out-dir $(LMB)/random --lm-block last --lm-block-mode random
+	$(PYTHON) eval.py --task classify --md $(LMB)/results.md --ckpt none=$(LMB)/none/classify.pt \
+		frozen-block=$(LMB)/frozen/classify.pt mlp=$(LMB)/mlp/classify.pt \
+		finetuned-block=$(LMB)/finetune/classify.pt random-block=$(LMB)/random/classify.pt
 
 bench: install
 	$(PYTHON) bench.py

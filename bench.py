@@ -47,7 +47,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import train
 from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
-from nfresnet import adaptive_grad_clip
 
 # dense (non-sparse) bf16 tensor-core peak, TFLOP/s, NVIDIA datasheets; first match wins
 PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0)]
@@ -182,7 +181,7 @@ def bench_prefix(args, rt):
         with rt.autocast():
             loss = train_model(images, inputs, targets)
         loss.backward()
-        adaptive_grad_clip(model.vision.features.encoder.parameters(), cfg.agc_clip)
+        train.clip_prefix_gradients(model, cfg)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

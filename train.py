@@ -536,6 +536,14 @@ def prefix_param_groups(model, cfg):
     return groups
 
 
+def clip_prefix_gradients(model, cfg):
+    """AGC on the NF-ResNet's weights, not on the final projection (as NFNets exempt their
+    classifier); plain norm clipping on the LM when an ablation trains it."""
+    adaptive_grad_clip(model.vision.features.encoder.parameters(), cfg.agc_clip)
+    if model.train_lm:
+        torch.nn.utils.clip_grad_norm_([p for p in model.lm.parameters() if p.requires_grad], 1.0)
+
+
 def caption_loader(cfg, frozen_cfg, tokenizer, rt, split, start_step, max_steps, micro_batches):
     dataset = caption_dataset(cfg.data, frozen_cfg.image_size, cfg.seed, split, cfg.image_dir or None, cfg.max_bad)
     rank, world = (rt.rank, rt.world_size) if split == "train" else (0, 1)
@@ -619,16 +627,11 @@ def train_prefix(cfg, frozen_cfg):
                 "frozen_config": asdict(frozen_cfg), "train_config": asdict(cfg), "step": step,
                 "lm_ckpt": str(lm_path), "lm_hash": lm_hash}
 
-    def clip_gradients():
-        # AGC on the encoder's weights, not on the final projection (as NFNets exempt their classifier)
-        adaptive_grad_clip(model.vision.features.encoder.parameters(), cfg.agc_clip)
-        if model.train_lm:
-            torch.nn.utils.clip_grad_norm_([p for p in model.lm.parameters() if p.requires_grad], 1.0)
-
     model.train()
     pairs = cfg.batch_size * cfg.grad_accum * rt.world_size
     train_loop(rt, cfg, train_model, optimizer, micro_loss, start_step, evaluate, checkpoint,
-               after_backward=clip_gradients, lr_fn=lambda s: lr_at(s, cfg, cosine=False), log=log,
+               after_backward=lambda: clip_prefix_gradients(model, cfg),
+               lr_fn=lambda s: lr_at(s, cfg, cosine=False), log=log,
                items_per_step=pairs, item_name="pairs/s")
     if rt.master:
         print(f"saved {ckpt_path}")
