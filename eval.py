@@ -170,7 +170,7 @@ def score_binding(answers, episodes):
     return cell
 
 
-def text_icl_scores(lm, tokenizer, n=100, rt=None):
+def text_icl_scores(lm, tokenizer, n=100):
     """The scores stage lm logs every eval_interval: copy, and 2-way / 5-way 1-shot text binding
     (query described differently) in both layouts."""
     scores = {"copy": copy_score(lm, tokenizer, n)}

@@ -471,7 +471,7 @@ def train_lm(cfg, model_cfg):
         metrics = {"val_loss": sum(losses) / len(losses)}
         if cfg.icl_episodes and not cfg.text:
             from eval import text_icl_scores
-            metrics.update(text_icl_scores(model, tokenizer, cfg.icl_episodes, rt))
+            metrics.update(text_icl_scores(model, tokenizer, cfg.icl_episodes))
         model.train()
         return metrics
 
