@@ -107,11 +107,10 @@ def fmt(cell):
 
 
 def text_prompt_ids(pieces, tokenizer):
-    """Text pieces joined by single spaces, tokenised piece by piece (as sample.encode_pieces)."""
-    ids = []
-    for i, piece in enumerate(pieces):
-        ids += tokenizer.encode((" " if i else "") + piece)
-    return ids
+    """Text pieces joined by single spaces, tokenised piece by piece (sample.encode_pieces), as one list."""
+    from sample import encode_pieces
+
+    return [t for ids in encode_pieces(pieces, tokenizer, image_size=None) for t in ids]
 
 
 @torch.no_grad()
@@ -763,13 +762,10 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def checkpoint_kind(path):
-    """'lm', 'prefix', or None for a missing file (then loading it says what is wrong)."""
-    return torch.load(path, map_location="cpu", weights_only=True).get("kind") if Path(path).is_file() else None
-
-
 def choose_tasks(args):
     if args.task == "auto":
+        from train import checkpoint_kind
+
         return TEXT_TASKS if checkpoint_kind(parse_model_spec(args.ckpt[0])[1]) == "lm" else IMAGE_TASKS
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     tasks = [t for task in tasks for t in (IMAGE_TASKS if task == "all" else (task,))]

@@ -21,13 +21,14 @@ Decoding is greedy by default (as the paper's evaluation); --temperature, --top-
 """
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 import torch
 
 from data import IMAGE_EXTENSIONS, InputError, image_to_tensor
-from train import load_checkpoint, load_frozen, load_lm
+from train import checkpoint_kind, load_frozen, load_lm
 
 SENTENCE_END = (".", "?", "!", "\n")
 
@@ -52,10 +53,12 @@ def encode_pieces(pieces, tokenizer, image_size):
     return encoded
 
 
+@functools.lru_cache(maxsize=4)
 def stop_ids(tokenizer, chars=SENTENCE_END):
-    """End-of-text and every token that contains one of `chars`: the end of an answer."""
+    """End-of-text and every token that contains one of `chars`: the end of an answer. A scan of
+    the whole vocabulary, so computed once per tokenizer."""
     vocab = range(tokenizer.vocab_size)
-    return {tokenizer.eot_id} | {t for t in vocab if any(c in tokenizer.decode([t]) for c in chars)}
+    return frozenset({tokenizer.eot_id} | {t for t in vocab if any(c in tokenizer.decode([t]) for c in chars)})
 
 
 def answer_text(tokenizer, tokens):
@@ -210,8 +213,7 @@ def model_device(model):
 
 def load_for_text(path, device):
     """The LM of a stage-lm checkpoint, or of the LM a stage-prefix checkpoint was trained with."""
-    kind = torch.load(path, map_location="cpu", weights_only=True).get("kind") if Path(path).is_file() else None
-    if kind == "prefix":
+    if checkpoint_kind(path) == "prefix":
         model, tokenizer, _ = load_frozen(path, device)
         return model.lm, tokenizer
     model, tokenizer, _ = load_lm(path, device)

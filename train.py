@@ -294,6 +294,16 @@ def load_checkpoint(path, kind):
     return ckpt
 
 
+def checkpoint_kind(path):
+    """'lm', 'prefix' or 'classify'; None for a missing or unreadable file (loading it with
+    load_checkpoint then says what is wrong)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    return ckpt.get("kind") if isinstance(ckpt, dict) else None
+
+
 def state_dict_of(model):
     """Weights without the wrappers torch.compile and DDP put around a model."""
     model = getattr(model, "_orig_mod", model)
