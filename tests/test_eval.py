@@ -104,11 +104,11 @@ def test_an_answer_by_position_alone_is_at_chance(ways, layout):
 @pytest.fixture(scope="module")
 def world_lm(tmp_path_factory):
     """A 2-layer LM on world text (a world tokenizer: prompts tokenise as they will for real), block
-    size 128 so that the longest episodes fit in its positions (4 x block size)."""
+    size 160 so that the longest episodes (paper layout, 300-token BPE) fit in its 640 positions."""
     text = tmp_path_factory.mktemp("world_text")
     (text / "world.txt").write_text(world.corpus_text(0, 40_000))
     lm = tmp_path_factory.mktemp("world_lm")
-    train.main(lm_args(text, lm, 4, "--block-size", "128"))
+    train.main(lm_args(text, lm, 4, "--block-size", "160"))
     return lm / "lm.pt"
 
 
@@ -140,15 +140,15 @@ def test_every_table_and_the_comparison(prefix_ckpt, tmp_path, capsys):
         assert [c["shots"] for c in r[task]] == [0, 1, 4] and all(c["n"] == n for c in r[task])
     # nonsense names in both layouts, real names in the default one; 2- and 5-way; the paper's columns
     assert [(b["names"], b["layout"], b["ways"]) for b in r["binding"]] == [
-        ("nonsense", "direct", 2), ("nonsense", "direct", 5), ("nonsense", "paper", 2), ("nonsense", "paper", 5),
-        ("real", "direct", 2), ("real", "direct", 5)]
+        ("nonsense", "paper", 2), ("nonsense", "paper", 5), ("nonsense", "direct", 2), ("nonsense", "direct", 5),
+        ("real", "paper", 2), ("real", "paper", 5)]
     assert all(len(b["cells"]) == len(eval.BINDING_COLUMNS) and b["cells"][3]["inner_shots"] == 5
                for b in r["binding"])
     assert [[c["inner_shots"] for c in f["cells"]] for f in r["fast_vqa"]] == [[0, 1, 3, 5]] * 2
     assert [s["kinds"] for s in r["separation"]] == ["held-out", "seen"]
     # the comparison model gets the comparison's cells only, and both are in its table
-    assert set(eval.compare_cells(blind["results"], "direct")) == set(eval.compare_cells(r, "direct"))
-    assert all(v is not None for v in eval.compare_cells(blind["results"], "direct").values())
+    assert set(eval.compare_cells(blind["results"], "paper")) == set(eval.compare_cells(r, "paper"))
+    assert all(v is not None for v in eval.compare_cells(blind["results"], "paper").values())
     md = (tmp_path / "r.md").read_text()
     assert md.strip() in capsys.readouterr().out
     assert "## Comparison" in md and "| blind |" in md and "| frozen |" in md
@@ -173,7 +173,7 @@ def test_a_blind_model_is_not_above_chance(prefix_ckpt):
 def test_too_long_prompts_and_bad_tasks_fail_clearly(prefix_ckpt, capsys):
     subject, _ = eval.load_subject(str(prefix_ckpt), "cpu")
     with pytest.raises(InputError, match="positions"):
-        eval.check_length(subject, [[list(range(600))]], 12, "vqa")
+        eval.check_length(subject, [[list(range(700))]], 12, "vqa")
     with pytest.raises(SystemExit, match="--task"):
         eval.main(["--ckpt", str(prefix_ckpt), "--task", "vqa,nope"])
     with pytest.raises(SystemExit, match="not found"):
