@@ -475,7 +475,7 @@ def separation_table(subject, n, seed, full=True):
 IMAGE_TASKS = ("caption", "vqa", "okvqa", "binding", "fast_vqa", "separation")
 
 
-def run_tasks(subject, tasks, n, seed, layout="direct", full=True):
+def run_tasks(subject, tasks, n, seed, layout="paper", full=True):
     """The results of `tasks` for one model, keyed by task. full=False computes only the cells that
     the comparison table shows (and what comes with them for free)."""
     other = {"direct": "paper", "paper": "direct"}[layout]
@@ -746,7 +746,9 @@ def parse_args(argv):
                    help=f"comma-separated: {', '.join(IMAGE_TASKS)}, all (these), text-binding; "
                         "auto: all for a stage-prefix checkpoint, text-binding for a stage-lm one; "
                         "classify: the LM-block table of stage-classify checkpoints")
-    p.add_argument("--layout", choices=("direct", "paper"), default="direct",
+    # paper by default: measured, after a visual prefix the frozen LM goes on with a caption where
+    # the direct layout wants a name ('<image> dax.'); '<image> This is a dax.' it binds (README)
+    p.add_argument("--layout", choices=("direct", "paper"), default="paper",
                    help="binding prompt layout of the comparison table and Fast-VQA (the binding table "
                         "shows both): direct '<image> dax.', paper '<image> This is a dax.'")
     p.add_argument("--blind", action="store_true", help="show every model black images (the blind baseline)")

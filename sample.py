@@ -182,9 +182,9 @@ def caption_sheet(model, tokenizer, path, decoding, n_seen=12, n_heldout=6, seed
 
 EXAMPLES = {
     # folder: (world task, options, one line on what it shows)
-    "bind_nonsense_names": ("binding", dict(ways=2, inner_shots=3, layout="direct", query="different"),
+    "bind_nonsense_names": ("binding", dict(ways=2, inner_shots=3, layout="paper", query="different"),
                             "Binding: two held-out kinds get made-up names from the prompt; name a new picture."),
-    "bind_5_way": ("binding", dict(ways=5, inner_shots=1, layout="direct", query="different"),
+    "bind_5_way": ("binding", dict(ways=5, inner_shots=1, layout="paper", query="different"),
                    "Binding, 5-way: five held-out kinds, one named example each."),
     "visual_qa": ("vqa", dict(shots=4, question="colour"),
                   "Visual QA, 4 shots: answer a question about what the picture shows."),
