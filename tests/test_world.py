@@ -317,3 +317,21 @@ def test_unknown_task_and_option_fail_clearly():
         episodes("vqa", 1, ways=2)
     with pytest.raises(ValueError):
         episodes("binding", 1, ways=9)
+
+
+def test_every_piece_of_every_evaluation_name_occurs_in_training_text(tmp_path):
+    """The evaluation names never occur in the corpus, so the LM meets them as BPE pieces; a piece
+    that only ever occurs inside them has an untrained embedding, and such names were never
+    copied (README, "In-context learning"). With the tiny preset's 1024-token BPE every piece
+    must be common in fresh corpus text."""
+    import collections
+
+    import train
+    from data import train_tokenizer
+
+    vocab = train.PRESETS["lm"]["tiny"]["model"]["vocab_size"]
+    tok = train_tokenizer(corpus_text(0, 1_000_000).split("\n\n"), vocab, tmp_path / "tok.json")
+    counts = collections.Counter(tok.encode(corpus_text(1, 1_000_000)))
+    rare = {name: [(tok.decode([i]), counts[i]) for i in tok.encode(" " + name) if counts[i] < 20]
+            for name in NONSENSE_NAMES}
+    assert not any(rare.values()), {name: pieces for name, pieces in rare.items() if pieces}
