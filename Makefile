@@ -56,21 +56,27 @@ paper: install
 		--md $(PAPER)/results.md --json $(PAPER)/results.json --png $(PAPER)/results.png
 
 # The LM-block comparison (Pang et al. 2024) on the world's kinds: NF-ResNet alone, + the LM's
-# last block frozen, + a trainable MLP of its size, + the block fine-tuned, + a random block.
+# last block frozen, + a trainable MLP of its size, + the block fine-tuned, + a random block; each
+# with the seeds in LMB_SEEDS (one table row per variant, the seeds' test images pooled).
 # Needs a stage-lm checkpoint: LM=out/lm.pt after `make demo`, the default after `make paper`.
 LM ?= $(PAPER)/lm/lm.pt
 LMB = $(OUT)/lmblock
+LMB_SEEDS ?= 0 1 2
 LMBLOCK = $(PYTHON) train.py --stage classify --preset $(PRESET) --lm-ckpt $(LM) --resume
 
 lmblock: install
-	$(LMBLOCK) --out-dir $(LMB)/none --lm-block none
-	$(LMBLOCK) --out-dir $(LMB)/frozen --lm-block last
-	$(LMBLOCK) --out-dir $(LMB)/mlp --lm-block last --lm-block-mode mlp
-	$(LMBLOCK) --out-dir $(LMB)/finetune --lm-block last --lm-block-mode finetune
-	$(LMBLOCK) --out-dir $(LMB)/random --lm-block last --lm-block-mode random
-	$(PYTHON) eval.py --task classify --md $(LMB)/results.md --ckpt none=$(LMB)/none/classify.pt \
-		frozen-block=$(LMB)/frozen/classify.pt mlp=$(LMB)/mlp/classify.pt \
-		finetuned-block=$(LMB)/finetune/classify.pt random-block=$(LMB)/random/classify.pt
+	$(foreach s,$(LMB_SEEDS), \
+		$(LMBLOCK) --seed $(s) --out-dir $(LMB)/seed$(s)/none --lm-block none && \
+		$(LMBLOCK) --seed $(s) --out-dir $(LMB)/seed$(s)/frozen --lm-block last && \
+		$(LMBLOCK) --seed $(s) --out-dir $(LMB)/seed$(s)/mlp --lm-block last --lm-block-mode mlp && \
+		$(LMBLOCK) --seed $(s) --out-dir $(LMB)/seed$(s)/finetune --lm-block last --lm-block-mode finetune && \
+		$(LMBLOCK) --seed $(s) --out-dir $(LMB)/seed$(s)/random --lm-block last --lm-block-mode random &&) true
+	$(PYTHON) eval.py --task classify --md $(LMB)/results.md --ckpt \
+		$(foreach s,$(LMB_SEEDS),none=$(LMB)/seed$(s)/none/classify.pt) \
+		$(foreach s,$(LMB_SEEDS),frozen-block=$(LMB)/seed$(s)/frozen/classify.pt) \
+		$(foreach s,$(LMB_SEEDS),mlp=$(LMB)/seed$(s)/mlp/classify.pt) \
+		$(foreach s,$(LMB_SEEDS),finetuned-block=$(LMB)/seed$(s)/finetune/classify.pt) \
+		$(foreach s,$(LMB_SEEDS),random-block=$(LMB)/seed$(s)/random/classify.pt)
 
 # The same five encoders as Frozen's vision side: stage prefix with each, then the comparison
 # table (caption kind, VQA, OKVQA, binding, Fast-VQA, prefix separation) into $(LMB)/frozen.md.

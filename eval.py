@@ -716,21 +716,28 @@ CLASSIFY_TASKS = ("classify",)
 
 def classify_table(specs, out=print):
     """The LM-block comparison: test accuracy of each `train.py --stage classify` run (scored on
-    the world's test split when it finished), beside Pang et al. 2024's finding on ImageNet."""
+    the world's test split when it finished), beside Pang et al. 2024's finding on ImageNet.
+    Runs given under one name (other seeds) make one row: their test images pooled, and the
+    lowest and highest single-run accuracy beside it."""
     from train import load_checkpoint
 
-    out("| vision encoder | kinds accuracy (test) | 95% CI | test images | training |")
-    out("|---|---|---|---|---|")
-    rows = {}
+    runs = {}  # name -> checkpoints, in the order given
     for spec in specs:
         name, path, _ = parse_model_spec(spec)
-        ckpt = load_checkpoint(path, "classify")
-        cell = summarize([True] * ckpt["correct"] + [False] * (ckpt["n"] - ckpt["correct"]))
-        f = ckpt["frozen_config"]
+        runs.setdefault(name, []).append(load_checkpoint(path, "classify"))
+    out("| vision encoder | kinds accuracy (test) | 95% CI | runs: lowest - highest | test images | training |")
+    out("|---|---|---|---|---|---|")
+    rows = {}
+    for name, ckpts in runs.items():
+        correct = sum(c["correct"] for c in ckpts)
+        cell = summarize([True] * correct + [False] * (sum(c["n"] for c in ckpts) - correct))
+        single = [c["correct"] / c["n"] for c in ckpts]
+        f = ckpts[0]["frozen_config"]
         what = "none" if f["lm_block"] == "none" else f"block {f['lm_block']}, {f['lm_block_mode']}"
         out(f"| {name} ({what}) | {cell['acc']:.3f} | [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}] | "
-            f"{cell['n']} | step {ckpt['step']}, {f['image_size']} px |")
-        rows[name] = cell
+            f"{len(ckpts)}: {min(single):.3f} - {max(single):.3f} | {cell['n']} | "
+            f"step {ckpts[0]['step']}, {f['image_size']} px |")
+        rows[name] = dict(cell, runs=single)
     return {"task": "classify", "rows": rows}
 
 

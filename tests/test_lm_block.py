@@ -82,3 +82,7 @@ def test_stage_classify_runs_and_scores(lm_dir, tmp_path):
 
     result = ev.main(["--task", "classify", "--ckpt", f"frozen-block={tmp_path / 'classify.pt'}"])
     assert result["rows"]["frozen-block"]["n"] == 8
+    # runs under one name (seeds) pool into one row
+    pooled = ev.main(["--task", "classify", "--ckpt", f"b={tmp_path / 'classify.pt'}", f"b={tmp_path / 'classify.pt'}"])
+    assert pooled["rows"]["b"]["n"] == 16 and len(pooled["rows"]["b"]["runs"]) == 2
+    assert pooled["rows"]["b"]["acc"] == pytest.approx(ckpt["correct"] / 8)
