@@ -66,10 +66,10 @@ class LMBlockLayer(nn.Module):
             n = sum(p.numel() for p in block.parameters())
             hidden = n // (2 * D)
             block = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, hidden), nn.GELU(), nn.Linear(hidden, D))
-        if mode == "frozen":
-            block.requires_grad_(False)
-        elif mode not in ("finetune", "random", "mlp"):
+        if mode not in ("frozen", "finetune", "random", "mlp"):
             raise ValueError(f"--lm-block-mode must be frozen, finetune, random or mlp, got {mode!r}")
+        # set both ways: a copy of a block of a frozen LM (stage prefix) comes frozen
+        block.requires_grad_(mode != "frozen")
         self.block = block
         head_dim = D // lm.config.n_head
         self.register_buffer("no_rotation_cos", torch.ones(1, 1, 1, head_dim), persistent=False)

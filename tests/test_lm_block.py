@@ -59,6 +59,17 @@ def test_control_modes_train_their_block(mode):
         assert not torch.equal(layer.block.attn.qkv.weight, lm.blocks[0].attn.qkv.weight)
 
 
+@pytest.mark.parametrize("mode", ["finetune", "random", "mlp"])
+def test_control_modes_train_their_block_inside_frozen_too(mode):
+    """In stage prefix the LM is frozen before the encoder copies its block: the controls must
+    still train theirs, while the LM itself stays frozen."""
+    from frozen import Frozen
+
+    model = Frozen(tiny_lm(), FrozenConfig(image_size=32, lm_block="last", lm_block_mode=mode))
+    assert all(p.requires_grad for p in model.vision.features.lm_block.block.parameters())
+    assert not any(p.requires_grad for p in model.lm.parameters())
+
+
 def test_option_off_costs_nothing():
     torch.manual_seed(0)
     features = VisualFeatures(CFG)
