@@ -699,19 +699,19 @@ def train_classify(cfg, frozen_cfg):
     model = KindClassifier(frozen_cfg, len(WorldKinds(frozen_cfg.image_size).kinds), lm).to(rt.device)
     optimizer = make_optimizer([{"params": [p for p in model.parameters() if p.requires_grad],
                                  "weight_decay": cfg.weight_decay}], cfg, rt.device)
-    start_step, ckpt_path = 0, out / "classify.pt"
+    start_step, ckpt_path, results = 0, out / "classify.pt", {}
     if cfg.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, "classify")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_step = ckpt["step"]
+        results = {k: ckpt[k] for k in ("correct", "n") if k in ckpt}  # a finished run keeps its score
     n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"classifier: {n_trained / 1e6:.3f}M trained parameters; {frozen_cfg}")
     dataset = WorldKinds(frozen_cfg.image_size, cfg.seed, "train")
     sampler = StepBatches(len(dataset), start_step, cfg.max_steps, cfg.grad_accum, cfg.batch_size, rt.rank,
                           rt.world_size, cfg.seed)
     batches = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers))
-    results = {}
 
     def micro_loss(step, micro):
         images, labels = next(batches)

@@ -89,6 +89,11 @@ def test_stage_classify_runs_and_scores(lm_dir, tmp_path):
                 "--eval-images", "8", "--num-workers", "0", "--log-interval", "1", "--ckpt-interval", "2"])
     ckpt = torch.load(tmp_path / "classify.pt", weights_only=True)
     assert ckpt["kind"] == "classify" and ckpt["n"] == 8 and 0 <= ckpt["correct"] <= 8
+    train.main(["--stage", "classify", "--lm-ckpt", str(lm_dir / "lm.pt"), "--out-dir", str(tmp_path),
+                "--lm-block", "last", "--max-steps", "2", "--batch-size", "4", "--eval-images", "8",
+                "--num-workers", "0", "--resume"])  # a finished run, resumed: keeps its score
+    again = torch.load(tmp_path / "classify.pt", weights_only=True)
+    assert (again["correct"], again["n"]) == (ckpt["correct"], ckpt["n"])
     import eval as ev
 
     result = ev.main(["--task", "classify", "--ckpt", f"frozen-block={tmp_path / 'classify.pt'}"])
