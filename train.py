@@ -153,7 +153,7 @@ PRESETS = {
         # vocab 1024: the world's language is a few hundred words, and a bigger BPE spends its extra
         # tokens on pieces of made-up names that then hardly occur, so the LM cannot copy them
         # (README, "In-context learning"). Measured: copying appears near step 500, text binding
-        # passes 0.95 (2-way) near step 1250; 2500 steps keep `make demo` near 15 minutes
+        # passes 0.95 (2-way) near step 1250; 2500 steps keep `make demo` near 11 minutes
         "tiny": dict(model=dict(vocab_size=1024, block_size=256, n_layer=4, n_head=4, n_embd=128,
                                 smear_keys=True),
                      train=dict(batch_size=8, max_steps=2500)),
