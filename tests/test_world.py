@@ -1,4 +1,4 @@
-"""Tests for world.py: determinism, splits, captions, the corpus, and episodes. Fast (a few seconds)."""
+"""Tests for the world package: determinism, splits, captions, the corpus, and episodes. Fast (a few seconds)."""
 
 import random
 import re
@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import world  # noqa: E402
 from world import (HELD_OUT_KINDS, KINDS, NONSENSE_NAMES, SEEN_KINDS, Scene, TextMix, World,  # noqa: E402
                    caption, corpus_text, describe, episodes, parse_caption, render, sample_scene)
+from world.fewshot import _binding, _passage, _Pieces  # noqa: E402
 
 
 def words_of(text):
@@ -212,11 +213,11 @@ def test_corpus_binding_passages_use_the_episode_layout():
 def test_passage_builder_matches_episode_join():
     """A corpus binding passage is the join of as_text episode pieces plus the answer."""
     rng = random.Random(0)
-    out = world._Pieces("t", 0, as_text=True)
+    out = _Pieces("t", 0, as_text=True)
     for layout in ("paper", "direct"):
-        pieces, queries, _ = world._binding(rng, out, ["apple", "car"], ["tove", "mimsy"], layout=layout)
+        pieces, queries, _ = _binding(rng, out, ["apple", "car"], ["tove", "mimsy"], layout=layout)
         (qp, answer), = queries
-        assert world._passage(pieces, queries) == " ".join(pieces + qp) + " " + answer + "."
+        assert _passage(pieces, queries) == " ".join(pieces + qp) + " " + answer + "."
     assert " ".join(pieces + qp).startswith(("a ", "an "))
 
 
@@ -300,7 +301,7 @@ def test_vqa_and_okvqa():
         kind = e.info["kind"]
         facts = KINDS[kind].facts
         if "eat" in q:
-            assert e.answer == ("yes" if facts["eat"] else "no")
+            assert e.answer == ("yes" if facts.eat else "no")
         assert e.answer not in e.pieces[-2]
 
 
