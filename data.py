@@ -423,3 +423,24 @@ class WorldKinds(torch.utils.data.Dataset):
         scene = self.world.lone_scene(rng, self.kinds[label], position=rng.choice(self.world.POSITIONS))
         image = self.world.render(scene, self.image_size, rng)
         return image_to_tensor(image, self.image_size), label
+
+
+# ---------------------------------------------------------------------------------------------
+# prompts: interleaved images and text
+
+
+def encode_pieces(pieces, tokenizer, image_size):
+    """Prompt pieces (PIL images and strings) -> model pieces (image tensors and token-id lists),
+    what Frozen.embed_sequences reads (Sec. 3.3, "Interface at inference time").
+
+    Consecutive pieces are joined by one space, as in the text the LM was trained on: a text
+    piece after anything is tokenised with a leading space."""
+    from PIL import Image
+
+    encoded = []
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, Image.Image):
+            encoded.append(image_to_tensor(piece, image_size))
+        else:
+            encoded.append(tokenizer.encode((" " if i > 0 else "") + piece))
+    return encoded

@@ -1,5 +1,5 @@
 """
-Evaluation: the paper's experiments (Frozen, Sec. 4) re-made on world.py's episodes, and the
+Evaluation: the paper's experiments (Frozen, Sec. 4) re-made on world/'s episodes, and the
 text-only in-context scores that decide whether any few-shot result can appear at all.
 
   python eval.py --ckpt out/prefix.pt                      # every image table of one model
@@ -13,7 +13,7 @@ Scoring is the paper's (Sec. 4.1): greedy decoding, the answer normalised (lower
 punctuation or leading article), exact match, no shortlist of answers. Every score comes with
 its episode count and a 95% Wilson interval.
 
-The image tasks (paper -> here; the episodes are world.py's, deterministic in --seed):
+The image tasks (paper -> here; the episodes are world/'s, deterministic in --seed):
 
   Conceptual Captions   caption held-out scenes (split "test": seen kinds; "heldout": kinds the
                         vision encoder never saw); score kind, colour, count and position as
@@ -33,7 +33,7 @@ Baselines and ablations are other checkpoints (train.py --blind, --finetune-lm, 
 comparison table in the shape of the paper's Tables 1 and 2. `make paper` trains and evaluates
 them all.
 
-Text binding (issue: in-context learning in the text LM): the image binding task with a text
+Text binding: the image binding task with a text
 description standing where each image will stand, in two layouts,
 
   paper:   a small red apple. This is a dax. a big blue car. This is a blicket.
@@ -49,7 +49,7 @@ import argparse
 import json
 import math
 import random
-import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -57,127 +57,16 @@ from pathlib import Path
 
 import torch
 
-from gpt import left_pad
-
-ARTICLES = ("a ", "an ", "the ")
-
-
-# ---------------------------------------------------------------------------------------------
-# scoring
-
-
-def normalize_answer(text):
-    """Lower case, no punctuation, no leading article, single spaces (VQA-style normalisation)."""
-    text = re.sub(r"[^\w\s']", " ", text.lower()).replace("'", " ")
-    text = " ".join(text.split())
-    for a in ARTICLES:
-        if text.startswith(a):
-            text = text[len(a):]
-    return text
-
-
-def exact_match(prediction, answer):
-    return normalize_answer(prediction) == normalize_answer(answer)
-
-
-def wilson_interval(successes, n, z=1.96):
-    """95% confidence interval of a proportion (Wilson 1927): sane at 0, 1 and small n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def summarize(correct):
-    """Accuracy, its interval and the count, of a list of booleans."""
-    n, k = len(correct), sum(correct)
-    low, high = wilson_interval(k, n)
-    return {"acc": k / n if n else 0.0, "ci": [low, high], "n": n}
-
-
-def fmt(cell):
-    """'0.62 ±0.07' from a summarize() dict (the half-width of its interval)."""
-    return f"{cell['acc']:.2f} ±{(cell['ci'][1] - cell['ci'][0]) / 2:.2f}"
-
+import world
+from checkpoint import checkpoint_kind, load_for_text, load_frozen
+from data import InputError, black_images, encode_pieces, image_to_tensor
+from frozen import caption_targets
+from plots import plot_log, plot_results
+from scoring import (answer_text, binding_cell, copy_score, exact_match, fmt, normalize_answer, score_binding,
+                     stop_ids, summarize)
 
 # ---------------------------------------------------------------------------------------------
-# running text episodes through the LM
-
-
-def text_prompt_ids(pieces, tokenizer):
-    """Text pieces joined by single spaces, tokenised piece by piece (sample.encode_pieces), as one list."""
-    from sample import encode_pieces
-
-    return [t for ids in encode_pieces(pieces, tokenizer, image_size=None) for t in ids]
-
-
-@torch.no_grad()
-def answer_text_episodes(lm, tokenizer, episodes, batch_size=64, max_new_tokens=8):
-    """Greedy answers of the LM to text-only episodes, each cut at the end of its first sentence."""
-    from sample import answer_text, stop_ids
-
-    device = lm.wte.weight.device
-    stops = stop_ids(tokenizer)
-    answers = []
-    for start in range(0, len(episodes), batch_size):
-        chunk = episodes[start: start + batch_size]
-        prompts = [torch.tensor(text_prompt_ids(e.pieces, tokenizer), device=device) for e in chunk]
-        idx, mask = left_pad(prompts)
-        rows = lm.generate(idx, prompt_mask=mask, max_new_tokens=max_new_tokens, stop_tokens=stops)
-        answers += [answer_text(tokenizer, row) for row in rows]
-    return answers
-
-
-@torch.no_grad()
-def copy_score(lm, tokenizer, n=100, seed=0):
-    """The share of the second half of repeated random word sequences that the LM predicts
-    (teacher-forced, greedy): near 0 before induction heads form, near 1 after."""
-    import world
-
-    device = lm.wte.weight.device
-    hits, total = 0, 0
-    for ep in world.episodes("copy", n, seed=seed):
-        prompt = text_prompt_ids(ep.pieces, tokenizer)
-        answer = tokenizer.encode(" " + ep.answer)
-        ids = torch.tensor([prompt + answer], device=device)
-        logits, _ = lm(ids)
-        predicted = logits[0, len(prompt) - 1: -1].argmax(-1)
-        hits += (predicted == ids[0, len(prompt):]).sum().item()
-        total += len(answer)
-    return hits / total
-
-
-def binding_cell(lm, tokenizer, n, seed=0, **options):
-    """One cell of the text-binding table: accuracy, chance, and how often the answer is *some*
-    support name (the format is learnt) against the right one (binding is learnt)."""
-    import world
-
-    episodes = world.episodes("binding", n, seed=seed, as_text=True, **options)
-    return score_binding(answer_text_episodes(lm, tokenizer, episodes), episodes)
-
-
-def score_binding(answers, episodes):
-    """Exact-match accuracy with its interval, chance, and the share of answers that are one of
-    the episode's support names, right or wrong."""
-    correct = [exact_match(a, e.answer) for a, e in zip(answers, episodes)]
-    some_name = [normalize_answer(a) in {normalize_answer(v) for v in e.info["names"].values()}
-                 for a, e in zip(answers, episodes)]
-    cell = summarize(correct)
-    cell.update(chance=1 / episodes[0].info["ways"], some_name=sum(some_name) / len(some_name))
-    return cell
-
-
-def text_icl_scores(lm, tokenizer, n=100):
-    """The scores stage lm logs every eval_interval: copy, and 2-way / 5-way 1-shot text binding
-    (query described differently) in both layouts."""
-    scores = {"copy": copy_score(lm, tokenizer, n)}
-    for layout in ("paper", "direct"):
-        for ways in (2, 5):
-            cell = binding_cell(lm, tokenizer, n, ways=ways, inner_shots=1, layout=layout, query="different")
-            scores[f"bind{ways}_{layout}"] = cell["acc"]
-    return scores
+# text binding: the LM alone, text where the images will be
 
 
 def text_binding_table(lm, tokenizer, n=200, seed=0):
@@ -196,7 +85,7 @@ def text_binding_table(lm, tokenizer, n=200, seed=0):
 
 def print_text_binding(result, out=print):
     out(f"Text binding: {result['episodes_per_cell']} episodes a cell, seed {result['seed']}, "
-        f"greedy, exact match; ± is the 95% Wilson half-width. Copy score {result['copy']:.2f}.")
+        f"greedy, exact match; [.] is the 95% Wilson interval. Copy score {result['copy']:.2f}.")
     out("| layout | query | ways | inner shots | accuracy | chance | answer is a support name |")
     out("|---|---|---|---|---|---|---|")
     for r in result["rows"]:
@@ -255,25 +144,18 @@ def describe_training(ckpt):
 
 def load_subject(spec, device, blind=False, batch_size=32):
     """A Subject and its checkpoint dict from '[NAME=]PATH[:blind]'."""
-    from train import load_frozen
-
     name, path, spec_blind = parse_model_spec(spec)
     model, tokenizer, ckpt = load_frozen(path, device)
     return Subject(name, model, tokenizer, path, blind or spec_blind, batch_size), ckpt
 
 
 def image_episodes(subject, task, n, seed, **options):
-    import world
-
     return world.episodes(task, n, seed, image_size=subject.image_size, **options)
 
 
 def prompts_of(subject, episodes):
     """Episodes' pieces (PIL images and strings) -> Frozen prompts (image tensors and token ids),
     every image black when the subject is blind."""
-    from data import black_images
-    from sample import encode_pieces
-
     prompts = []
     for e in episodes:
         prompt = encode_pieces(e.pieces, subject.tokenizer, subject.image_size)
@@ -285,8 +167,6 @@ def prompts_of(subject, episodes):
 
 def check_length(subject, prompts, max_new_tokens, task):
     """A clear error, not a shape error deep in the LM, when a prompt outgrows the positions."""
-    from data import InputError
-
     n_prefix = subject.model.config.n_prefix
     longest = max(sum(n_prefix if torch.is_tensor(p) else len(p) for p in prompt) for prompt in prompts)
     limit = subject.model.lm.rope_cos.size(0)
@@ -299,8 +179,6 @@ def check_length(subject, prompts, max_new_tokens, task):
 def generate_answers(subject, episodes, max_new_tokens=12):
     """Greedy completions of image episodes, in batches (Frozen.generate left-pads them), each cut
     at the end of its first sentence, as answers are written in the corpus ('Answer: red.')."""
-    from sample import answer_text, stop_ids
-
     stops = stop_ids(subject.tokenizer)
     answers = []
     for start in range(0, len(episodes), subject.batch_size):
@@ -334,9 +212,7 @@ def caption_correct(text, scene):
     """What a caption gets right about a scene, as world.parse_caption reads it: `kind` when the
     first thing it names is in the scene; colour, count and position of that thing's group (the
     scene's first group when the kind is wrong). Nothing is right in a caption that names nothing."""
-    from world import parse_caption
-
-    parsed = parse_caption(text)
+    parsed = world.parse_caption(text)
     if not parsed["groups"]:
         return dict.fromkeys(CAPTION_FIELDS, False)
     head, groups = parsed["groups"][0], scene.groups()
@@ -349,9 +225,6 @@ def caption_correct(text, scene):
 def caption_perplexity(subject, episodes):
     """exp(mean loss per token) of the reference captions, teacher-forced: Frozen.forward, the
     training loss, over every caption token and the end-of-text."""
-    from data import black_images, image_to_tensor
-    from frozen import caption_targets
-
     tok, device = subject.tokenizer, subject.device
     total_loss, total_tokens = 0.0, 0
     for start in range(0, len(episodes), subject.batch_size):
@@ -393,29 +266,38 @@ def shots_table(subject, task, n, seed, shots=SHOTS):
 
 # --- Open-Ended miniImageNet (Table 2) and Fast-VQA (Table 3) ---------------------------------
 
-# The paper's Table 2 columns: (task induction, inner shots, repeats). Its repeats count the extra
-# showings of the support set; world.py's `repeats` counts all showings, so it gets repeats + 1.
-BINDING_COLUMNS = ((False, 1, 0), (True, 1, 0), (True, 3, 0), (True, 5, 0), (True, 1, 1), (True, 1, 3),
-                   (True, 1, 5))
+@dataclass(frozen=True)
+class BindingColumn:
+    """A column of the paper's Table 2. Its `repeats` counts the extra showings of the support
+    set; world's episodes count all showings, so they get repeats + 1."""
+    task_induction: bool
+    inner_shots: int
+    repeats: int
+
+
+BINDING_COLUMNS = (BindingColumn(False, 1, 0), BindingColumn(True, 1, 0), BindingColumn(True, 3, 0),
+                   BindingColumn(True, 5, 0), BindingColumn(True, 1, 1), BindingColumn(True, 1, 3),
+                   BindingColumn(True, 1, 5))
 FAST_VQA_SHOTS = (0, 1, 3, 5)  # the paper's Table 3: inner shots, no task induction
 
 
-def binding_table(subject, n, seed, layouts, names=("nonsense", "real"), ways=(2, 5), columns=BINDING_COLUMNS):
+def binding_table(subject, n, seed, *, layouts, names=("nonsense", "real"), ways=(2, 5), columns=BINDING_COLUMNS):
     """Rows of (names, layout, ways), a cell per column. Nonsense names in every layout given;
     real names (Real-Name miniImageNet) in the first layout only."""
     rows = []
     for name_style in names:
         for layout in layouts if name_style == "nonsense" else layouts[:1]:
             for w in ways:
-                cells = [dict(task_induction=ti, inner_shots=k, repeats=r,
-                              **answer_cell(subject, "binding", n, seed, ways=w, inner_shots=k, repeats=r + 1,
-                                            task_induction=ti, names=name_style, layout=layout))
-                         for ti, k, r in columns]
+                cells = [dict(task_induction=c.task_induction, inner_shots=c.inner_shots, repeats=c.repeats,
+                              **answer_cell(subject, "binding", n, seed, ways=w, inner_shots=c.inner_shots,
+                                            repeats=c.repeats + 1, task_induction=c.task_induction,
+                                            names=name_style, layout=layout))
+                         for c in columns]
                 rows.append(dict(names=name_style, layout=layout, ways=w, chance=1 / w, cells=cells))
     return rows
 
 
-def fast_vqa_table(subject, n, seed, layout, names=("nonsense", "real"), inner_shots=FAST_VQA_SHOTS):
+def fast_vqa_table(subject, n, seed, layout, *, names=("nonsense", "real"), inner_shots=FAST_VQA_SHOTS):
     """2-way: two kinds get names, then a picture of both and a question about one, by name.
     Answering about either object at random scores about 0.5."""
     rows = []
@@ -436,8 +318,6 @@ def prefix_separation(subject, n, seed, kinds, label):
     and a' of one kind, b of another: the prefixes' mean cosine within and across kinds, how often
     a is nearer a' than b (0.5 if kinds are mixed at random, 0 if they all collapse onto one
     prefix), and how often the greedy captions of a and b differ."""
-    import world
-    from data import black_images, image_to_tensor
 
     rng = random.Random(f"separation/{seed}/{label}")
     scenes = []
@@ -462,8 +342,6 @@ def prefix_separation(subject, n, seed, kinds, label):
 
 
 def separation_table(subject, n, seed, full=True):
-    import world
-
     rows = [prefix_separation(subject, n, seed, world.HELD_OUT_KINDS, "held-out")]
     if full:
         rows.append(prefix_separation(subject, n, seed, world.SEEN_KINDS, "seen"))
@@ -487,11 +365,14 @@ def run_tasks(subject, tasks, n, seed, layout="paper", full=True):
         elif task in ("vqa", "okvqa"):
             results[task] = shots_table(subject, task, n, seed)
         elif task == "binding" and full:
-            results[task] = binding_table(subject, n, seed, (layout, other))
+            results[task] = binding_table(subject, n, seed, layouts=(layout, other))
         elif task == "binding":
-            results[task] = binding_table(subject, n, seed, (layout,), ("nonsense",), (2,), [(True, 5, 0)])
+            results[task] = binding_table(subject, n, seed, layouts=(layout,), names=("nonsense",), ways=(2,),
+                                          columns=[BindingColumn(task_induction=True, inner_shots=5, repeats=0)])
+        elif task == "fast_vqa" and full:
+            results[task] = fast_vqa_table(subject, n, seed, layout)
         elif task == "fast_vqa":
-            results[task] = fast_vqa_table(subject, n, seed, layout, *(() if full else (("nonsense",), (5,))))
+            results[task] = fast_vqa_table(subject, n, seed, layout, names=("nonsense",), inner_shots=(5,))
         elif task == "separation":
             results[task] = separation_table(subject, n, seed, full)
         else:
@@ -607,138 +488,9 @@ def print_comparison(result, out=print):
 
 
 # ---------------------------------------------------------------------------------------------
-# plots (Pillow only: no plotting dependency for a few line charts)
-
-PLOT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                "#bcbd22", "#17becf"]
-
-
-def draw_panel(draw, box, title, series, lo=0.0, hi=1.0, x_label=""):
-    """One chart in `box` (x0, y0, x1, y1): a frame, a title, the y limits, and each series
-    (label, colour, points) as a line with its label top-left. A point is (x, y) or (x, y, low,
-    high), the last two drawn as an error bar. x runs over the points' range; when there are few
-    distinct x values, each is marked."""
-    x0, y0, x1, y1 = box
-    draw.rectangle(box, outline="black")
-    draw.text((x0, y0 - 20), title, fill="black")
-    draw.text((x0 - 40, y0), f"{hi:.2f}", fill="black")
-    draw.text((x0 - 40, y1 - 10), f"{lo:.2f}", fill="black")
-    xs = sorted({p[0] for _, _, points in series for p in points})
-    if not xs:
-        return
-    span = (xs[-1] - xs[0]) or 1
-    margin = 0.05 * (x1 - x0)
-    px = lambda x: x0 + margin + (x1 - x0 - 2 * margin) * (x - xs[0]) / span
-    py = lambda y: y1 - (y1 - y0) * (min(max(y, lo), hi) - lo) / (hi - lo)
-    for x in (xs if len(xs) <= 8 else xs[:1] + xs[-1:]):
-        draw.text((px(x) - 4, y1 + 4), f"{x:g}", fill="black")
-    draw.text((x1 - 8 * len(x_label), y1 + 18), x_label, fill="black")
-    for i, (label, colour, points) in enumerate(series):
-        line = [(px(p[0]), py(p[1])) for p in points]
-        if len(line) > 1:
-            draw.line(line, fill=colour, width=2)
-        for p, (x, y) in zip(points, line):
-            if len(p) == 4:  # an interval
-                draw.line([(x, py(p[2])), (x, py(p[3]))], fill=colour, width=1)
-            if len(points) <= 20:
-                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.text((x0 + 10, y0 + 8 + 14 * i), label, fill=colour)
-
-
-def new_canvas(n_panels, width=450, height=380):
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (width * n_panels, height), "white")
-    boxes = [(60 + p * width, 40, (p + 1) * width - 20, height - 50) for p in range(n_panels)]
-    return img, ImageDraw.Draw(img), boxes
-
-
-def save_png(img, png_path):
-    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(png_path)
-    return png_path
-
-
-def plot_log(log_path, png_path, keys=("loss", "val_loss", "copy", "bind2_direct", "bind5_direct",
-                                         "bind2_paper", "bind5_paper")):
-    """Draw the log's series against step: loss on a left panel, in-context scores on the right."""
-    from train import read_log
-
-    rows = read_log(log_path)
-    series = {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys}
-    series = {k: v for k, v in series.items() if v}
-    if not series:
-        raise ValueError(f"{log_path}: no {', '.join(keys)} values to plot")
-    colour = {k: PLOT_COLOURS[i % len(PLOT_COLOURS)] for i, k in enumerate(series)}
-    img, draw, boxes = new_canvas(2)
-    losses = [k for k in series if "loss" in k]
-    values = [v for k in losses for _, v in series[k]] or [0.0, 1.0]
-    lo, hi = min(values), max(values)
-    draw_panel(draw, boxes[0], "loss", [(k, colour[k], series[k]) for k in losses], lo, hi if hi > lo else lo + 1,
-               x_label="step")
-    draw_panel(draw, boxes[1], "in-context score", [(k, colour[k], series[k]) for k in series if k not in losses],
-               x_label="step")
-    return save_png(img, png_path)
-
-
-def plot_results(result, png_path):
-    """Binding accuracy against inner shots (each fully evaluated model, 2- and 5-way, task
-    induction, the default layout), and VQA and OKVQA accuracy against shots (every model), with
-    95% intervals."""
-    img, draw, boxes = new_canvas(3)
-    models = list(result["models"].items())
-    colour = {name: PLOT_COLOURS[i % len(PLOT_COLOURS)] for i, (name, _) in enumerate(models)}
-    point = lambda x, cell: (x, cell["acc"], *cell["ci"])
-    binding, ways_shown = [], set()
-    for name, m in models:
-        for row in m["results"].get("binding", []):
-            cells = [c for c in row["cells"] if c["task_induction"] and c["repeats"] == 0]
-            if row["names"] == "nonsense" and row["layout"] == result["layout"] and len(cells) > 1:
-                binding.append((f"{name} {row['ways']}-way", PLOT_COLOURS[len(binding) % len(PLOT_COLOURS)],
-                                [point(c["inner_shots"], c) for c in cells]))
-                ways_shown.add(row["ways"])
-    binding += [(f"chance {w}-way", "#999999", [(1, 1 / w), (5, 1 / w)]) for w in sorted(ways_shown)]
-    draw_panel(draw, boxes[0], f"binding, {result['layout']} layout, task induction", binding,
-               x_label="inner shots")
-    for box, task, label in ((boxes[1], "vqa", "VQA"), (boxes[2], "okvqa", "OKVQA")):
-        series = [(name, colour[name], [point(c["shots"], c) for c in m["results"][task]])
-                  for name, m in models if task in m["results"]]
-        draw_panel(draw, box, f"{label} accuracy", series, x_label="shots")
-    return save_png(img, png_path)
-
-
-# ---------------------------------------------------------------------------------------------
 # entry point
 
 TEXT_TASKS = ("text-binding",)
-CLASSIFY_TASKS = ("classify",)
-
-
-def classify_table(specs, out=print):
-    """The LM-block comparison: test accuracy of each `train.py --stage classify` run (scored on
-    the world's test split when it finished), beside Pang et al. 2024's finding on ImageNet.
-    Runs given under one name (other seeds) make one row: their test images pooled, and the
-    lowest and highest single-run accuracy beside it."""
-    from train import load_checkpoint
-
-    runs = {}  # name -> checkpoints, in the order given
-    for spec in specs:
-        name, path, _ = parse_model_spec(spec)
-        runs.setdefault(name, []).append(load_checkpoint(path, "classify"))
-    out("| vision encoder | kinds accuracy (test) | 95% CI | runs: lowest - highest | test images | training |")
-    out("|---|---|---|---|---|---|")
-    rows = {}
-    for name, ckpts in runs.items():
-        correct = sum(c["correct"] for c in ckpts)
-        cell = summarize([True] * correct + [False] * (sum(c["n"] for c in ckpts) - correct))
-        single = [c["correct"] / c["n"] for c in ckpts]
-        f = ckpts[0]["frozen_config"]
-        what = "none" if f["lm_block"] == "none" else f"block {f['lm_block']}, {f['lm_block_mode']}"
-        out(f"| {name} ({what}) | {cell['acc']:.3f} | [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}] | "
-            f"{len(ckpts)}: {min(single):.3f} - {max(single):.3f} | {cell['n']} | "
-            f"step {ckpts[0]['step']}, {f['image_size']} px |")
-        rows[name] = dict(cell, runs=single)
-    return {"task": "classify", "rows": rows}
 
 
 def parse_args(argv):
@@ -751,8 +503,7 @@ def parse_args(argv):
                    help="more models for the comparison table: only its cells are computed")
     p.add_argument("--task", default="auto",
                    help=f"comma-separated: {', '.join(IMAGE_TASKS)}, all (these), text-binding; "
-                        "auto: all for a stage-prefix checkpoint, text-binding for a stage-lm one; "
-                        "classify: the LM-block table of stage-classify checkpoints")
+                        "auto: all for a stage-prefix checkpoint, text-binding for a stage-lm one")
     # paper by default: measured, after a visual prefix the frozen LM goes on with a caption where
     # the direct layout wants a name ('<image> dax.'); '<image> This is a dax.' it binds (README)
     p.add_argument("--layout", choices=("direct", "paper"), default="paper",
@@ -773,17 +524,12 @@ def parse_args(argv):
 
 def choose_tasks(args):
     if args.task == "auto":
-        from train import checkpoint_kind
-
         return TEXT_TASKS if checkpoint_kind(parse_model_spec(args.ckpt[0])[1]) == "lm" else IMAGE_TASKS
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     tasks = [t for task in tasks for t in (IMAGE_TASKS if task == "all" else (task,))]
-    unknown = [t for t in tasks if t not in IMAGE_TASKS + TEXT_TASKS + CLASSIFY_TASKS]
-    alone = set(TEXT_TASKS) | set(CLASSIFY_TASKS)
-    if unknown or not tasks or (set(tasks) & alone and len(tasks) > 1):
-        from data import InputError
-
-        raise InputError(f"--task {args.task!r}: choose text-binding or classify alone, or from {', '.join(IMAGE_TASKS)}, all")
+    unknown = [t for t in tasks if t not in IMAGE_TASKS + TEXT_TASKS]
+    if unknown or not tasks or (set(tasks) & set(TEXT_TASKS) and len(tasks) > 1):
+        raise InputError(f"--task {args.task!r}: choose text-binding alone, or from {', '.join(IMAGE_TASKS)}, all")
     return tuple(tasks)
 
 
@@ -794,8 +540,8 @@ def run_image_tasks(args, tasks, command, out=print):
               "models": {}}
     out(f"# Frozen on the drawn world\n\nRe-make: `{command}`\n\n{args.episodes} episodes a cell, seed "
         f"{args.seed}; greedy decoding, exact match after normalisation (lower case, no punctuation or "
-        f"leading article), no answer shortlist (the paper's Sec. 4.1); ± is the half-width of the 95% "
-        f"Wilson interval.\n")
+        f"leading article), no answer shortlist (the paper's Sec. 4.1); [.] is the 95% Wilson "
+        f"interval.\n")
     for spec, full in [(s, True) for s in args.ckpt] + [(s, False) for s in args.compare]:
         subject, ckpt = load_subject(spec, args.device, args.blind, args.batch_size)
         if subject.name in result["models"]:
@@ -813,11 +559,6 @@ def run_image_tasks(args, tasks, command, out=print):
 
 
 def main(argv=None):
-    import shlex
-
-    from data import InputError
-    from sample import load_for_text
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     lines = []
@@ -833,9 +574,7 @@ def main(argv=None):
             return
         tasks = choose_tasks(args)
         command = "python eval.py " + " ".join(shlex.quote(a) for a in argv)
-        if tasks == CLASSIFY_TASKS:
-            result = classify_table(args.ckpt, out)
-        elif tasks == TEXT_TASKS:
+        if tasks == TEXT_TASKS:
             lm, tokenizer = load_for_text(parse_model_spec(args.ckpt[0])[1], args.device)
             result = text_binding_table(lm, tokenizer, args.episodes, args.seed)
             print_text_binding(result, out)

@@ -13,7 +13,7 @@ list of images and texts becomes one sequence of embeddings (Sec. 3.3, "Interfac
 inference time") and the frozen LM continues it: a multimodal few-shot learner.
 
 Differences from the paper: the LM is this repo's small GPT (the paper's has 7B parameters) and the
-images are world.py's drawings, so the encoder is a small NF-ResNet at 32-128 px by default
+images are world/'s drawings, so the encoder is a small NF-ResNet at 32-128 px by default
 (NF-ResNet-50 at 224 px is `--encoder nf_resnet50 --image-size 224`). The ablations of Sec. 4
 (fine-tuned LM, LM from scratch, blind training) are flags of train.py --stage prefix.
 """
@@ -35,92 +35,6 @@ class FrozenConfig:
     image_size: int = 64
     lm_block: str = "none"  # none | last | K: an LM block inside the vision encoder (Pang et al. 2024)
     lm_block_mode: str = "frozen"  # frozen | finetune | random (its init, trained) | mlp (same size)
-
-
-class LMBlockLayer(nn.Module):
-    """A transformer block of the text-trained LM as a layer of the vision encoder (Pang et al.
-    2024, "Frozen transformers in language models are effective visual encoder layers", Sec. 3):
-
-        visual tokens (B, N, E) -> Linear(E, D) -> LM block -> Linear(D, E)
-
-    The block reads the N = H' x W' feature-map cells as an unordered set: attention is not causal
-    and no rotary positions are applied (as in the paper). Only the two linears train, unless
-    `mode` asks for the paper's controls: `finetune` (the block trains too), `random` (a freshly
-    initialised block of the same shape, trained), `mlp` (a trainable MLP of the block's size).
-    """
-
-    def __init__(self, lm, which, width, mode="frozen"):
-        super().__init__()
-        k = lm.config.n_layer - 1 if which == "last" else int(which)
-        if not 0 <= k < lm.config.n_layer:
-            raise ValueError(f"--lm-block {which}: the LM has blocks 0..{lm.config.n_layer - 1}")
-        D = lm.config.n_embd
-        self.mode = mode
-        self.inp, self.out = nn.Linear(width, D), nn.Linear(D, width)
-        block = copy.deepcopy(lm.blocks[k])  # a copy: the LM itself never changes
-        if mode == "random":
-            block.apply(lm._init_weights)
-            for ln in (block.ln_1, block.ln_2):
-                nn.init.ones_(ln.weight)
-        if mode == "mlp":  # as many parameters as the block, no attention
-            n = sum(p.numel() for p in block.parameters())
-            hidden = n // (2 * D)
-            block = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, hidden), nn.GELU(), nn.Linear(hidden, D))
-        if mode not in ("frozen", "finetune", "random", "mlp"):
-            raise ValueError(f"--lm-block-mode must be frozen, finetune, random or mlp, got {mode!r}")
-        # set both ways: a copy of a block of a frozen LM (stage prefix) comes frozen
-        block.requires_grad_(mode != "frozen")
-        self.block = block
-        head_dim = D // lm.config.n_head
-        self.register_buffer("no_rotation_cos", torch.ones(1, 1, 1, head_dim), persistent=False)
-        self.register_buffer("no_rotation_sin", torch.zeros(1, 1, 1, head_dim), persistent=False)
-
-    def train(self, mode=True):
-        super().train(mode)
-        if self.mode == "frozen":
-            self.block.eval()
-        return self
-
-    def forward(self, tokens):
-        x = self.inp(tokens)  # (B, N, D)
-        if self.mode == "mlp":
-            return self.out(x + self.block(x))
-        every = torch.ones(1, 1, x.size(1), x.size(1), dtype=torch.bool, device=x.device)  # not causal
-        x = self.block(x, self.no_rotation_cos, self.no_rotation_sin, positions=None, mask=every)
-        return self.out(x)  # (B, N, E)
-
-
-class VisualFeatures(nn.Module):
-    """image (B, 3, H, W) -> NF-ResNet feature map -> [LM block over its cells] -> pooled (B, E)."""
-
-    def __init__(self, config, lm=None):
-        super().__init__()
-        self.encoder = NFResNet(ENCODER_PRESETS[config.encoder])
-        self.num_features = self.encoder.num_features
-        self.lm_block = None
-        if config.lm_block != "none":
-            self.lm_block = LMBlockLayer(lm, config.lm_block, self.num_features, config.lm_block_mode)
-
-    def forward(self, images):
-        if self.lm_block is None:
-            return self.encoder(images)  # (B, E), global average pool
-        fmap = self.encoder.forward_features(images)  # (B, E, H', W')
-        tokens = fmap.flatten(2).transpose(1, 2)  # (B, H'W', E)
-        return self.lm_block(tokens).mean(dim=1)  # (B, E)
-
-
-class KindClassifier(nn.Module):
-    """The same visual features with a linear head over the world's kinds: the image
-    classification side of the LM-block comparison (Pang et al. 2024, Table 1's role)."""
-
-    def __init__(self, config, n_classes, lm=None):
-        super().__init__()
-        self.features = VisualFeatures(config, lm)
-        self.head = nn.Linear(self.features.num_features, n_classes)
-
-    def forward(self, images, labels):
-        logits = self.head(self.features(images))  # (B, n_classes)
-        return nn.functional.cross_entropy(logits, labels), logits
 
 
 class VisionPrefix(nn.Module):
@@ -192,9 +106,6 @@ class Frozen(nn.Module):
             sequences.append(torch.cat(parts, dim=0))  # (T_i, D)
         return sequences
 
-    def embed_sequence(self, pieces):
-        return self.embed_sequences([pieces])[0]
-
     @torch.no_grad()
     def generate(self, prompts, **decoding):
         """Continue a batch of interleaved prompts (see embed_sequences) with the frozen LM's KV
@@ -221,3 +132,80 @@ def caption_targets(captions, n_prefix, eot_id, pad_id):
         inputs[i, : len(c)] = torch.tensor(c, dtype=torch.long)
         targets[i, n_prefix - 1: n_prefix + len(c)] = torch.tensor(c + [eot_id], dtype=torch.long)
     return inputs, targets
+
+
+# ---------------------------------------------------------------------------------------------
+# Appendix: a frozen LM block inside the vision encoder (Pang et al. 2024, the follow-up study;
+# lmblock.py runs it). Off by default (lm_block="none"): VisualFeatures is then the NF-ResNet.
+
+
+class VisualFeatures(nn.Module):
+    """image (B, 3, H, W) -> NF-ResNet feature map -> [LM block over its cells] -> pooled (B, E)."""
+
+    def __init__(self, config, lm=None):
+        super().__init__()
+        self.encoder = NFResNet(ENCODER_PRESETS[config.encoder])
+        self.num_features = self.encoder.num_features
+        self.lm_block = None
+        if config.lm_block != "none":
+            self.lm_block = LMBlockLayer(lm, config.lm_block, self.num_features, config.lm_block_mode)
+
+    def forward(self, images):
+        if self.lm_block is None:
+            return self.encoder(images)  # (B, E), global average pool
+        fmap = self.encoder.forward_features(images)  # (B, E, H', W')
+        tokens = fmap.flatten(2).transpose(1, 2)  # (B, H'W', E)
+        return self.lm_block(tokens).mean(dim=1)  # (B, E)
+
+
+class LMBlockLayer(nn.Module):
+    """A transformer block of the text-trained LM as a layer of the vision encoder (Pang et al.
+    2024, "Frozen transformers in language models are effective visual encoder layers", Sec. 3):
+
+        visual tokens (B, N, E) -> Linear(E, D) -> LM block -> Linear(D, E)
+
+    The block reads the N = H' x W' feature-map cells as an unordered set: attention is not causal
+    and no rotary positions are applied (as in the paper). Only the two linears train, unless
+    `mode` asks for the paper's controls: `finetune` (the block trains too), `random` (a freshly
+    initialised block of the same shape, trained), `mlp` (a trainable MLP of the block's size).
+    """
+
+    def __init__(self, lm, which, width, mode="frozen"):
+        super().__init__()
+        k = lm.config.n_layer - 1 if which == "last" else int(which)
+        if not 0 <= k < lm.config.n_layer:
+            raise ValueError(f"--lm-block {which}: the LM has blocks 0..{lm.config.n_layer - 1}")
+        D = lm.config.n_embd
+        self.mode = mode
+        self.inp, self.out = nn.Linear(width, D), nn.Linear(D, width)
+        block = copy.deepcopy(lm.blocks[k])  # a copy: the LM itself never changes
+        if mode == "random":
+            block.apply(lm._init_weights)
+            for ln in (block.ln_1, block.ln_2):
+                nn.init.ones_(ln.weight)
+        if mode == "mlp":  # as many parameters as the block, no attention
+            n = sum(p.numel() for p in block.parameters())
+            hidden = n // (2 * D)
+            block = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, hidden), nn.GELU(), nn.Linear(hidden, D))
+        if mode not in ("frozen", "finetune", "random", "mlp"):
+            raise ValueError(f"--lm-block-mode must be frozen, finetune, random or mlp, got {mode!r}")
+        # set both ways: a copy of a block of a frozen LM (stage prefix) comes frozen
+        block.requires_grad_(mode != "frozen")
+        self.block = block
+        head_dim = D // lm.config.n_head
+        self.register_buffer("no_rotation_cos", torch.ones(1, 1, 1, head_dim), persistent=False)
+        self.register_buffer("no_rotation_sin", torch.zeros(1, 1, 1, head_dim), persistent=False)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.mode == "frozen":
+            self.block.eval()
+        return self
+
+    def forward(self, tokens):
+        x = self.inp(tokens)  # (B, N, D)
+        if self.mode == "mlp":
+            return self.out(x + self.block(x))
+        every = torch.ones(1, 1, x.size(1), x.size(1), dtype=torch.bool, device=x.device)  # not causal
+        x = self.block(x, self.no_rotation_cos, self.no_rotation_sin, positions=None, mask=every)
+        return self.out(x)  # (B, N, E)

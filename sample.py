@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from data import IMAGE_EXTENSIONS, InputError, image_to_tensor
-from train import checkpoint_kind, load_frozen, load_lm
+from checkpoint import checkpoint_kind, load_frozen, load_lm
 
 SENTENCE_END = (".", "?", "!", "\n")
 

@@ -9,10 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpoint
 import eval
+import plots
 import train
 import world
 from data import InputError
+from scoring import exact_match, summarize
 
 from conftest import lm_args
 
@@ -28,42 +31,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# --- scoring -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("text, normal", [
-    ("The Red.", "red"), ("an apple", "apple"), ("  On the LEFT! ", "on the left"), ("a", "a"),
-    ("dax", "dax"), ("A dax.", "dax"), ("in the sea", "in the sea"), ("yes,", "yes"), ("", ""),
-])
-def test_normalize_answer(text, normal):
-    assert eval.normalize_answer(text) == normal
-
-
-def test_exact_match_is_exact_after_normalisation():
-    assert eval.exact_match("A dax.", "dax") and eval.exact_match("On the left", "on the left.")
-    assert not eval.exact_match("daxes", "dax") and not eval.exact_match("dax dax", "dax")
-    assert not eval.exact_match("", "dax") and not eval.exact_match("the left", "on the left")
-
-
-def test_wilson_interval_edge_cases():
-    assert eval.wilson_interval(0, 0) == (0.0, 1.0)
-    low, high = eval.wilson_interval(0, 10)
-    assert low == 0.0 and 0.2 < high < 0.35  # never a zero-width interval at 0 of 10
-    low, high = eval.wilson_interval(10, 10)
-    assert high == 1.0 and 0.65 < low < 0.8
-    low, high = eval.wilson_interval(50, 100)
-    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
-    for k in range(0, 21):  # symmetric: k successes mirror n - k
-        a, b = eval.wilson_interval(k, 20), eval.wilson_interval(20 - k, 20)
-        assert a[0] == pytest.approx(1 - b[1]) and a[1] == pytest.approx(1 - b[0])
-        assert a[0] <= k / 20 <= a[1]
-
-
-def test_summarize_and_fmt():
-    cell = eval.summarize([True, False, True, True])
-    assert cell["acc"] == 0.75 and cell["n"] == 4 and cell["ci"] == list(eval.wilson_interval(3, 4))
-    assert eval.summarize([]) == {"acc": 0.0, "ci": [0.0, 1.0], "n": 0}
-    assert eval.fmt({"acc": 0.5, "ci": [0.4, 0.6], "n": 100}) == "0.50 ±0.10"
+# --- scoring the world's answers -----------------------------------------------------------
 
 
 def test_caption_correct_scores_each_attribute():
@@ -94,7 +62,7 @@ def test_an_answer_by_position_alone_is_at_chance(ways, layout):
     shown = [[w for p in e.pieces[1:] for w in re.findall(r"[a-z]+", p) if w in e.info["names"].values()]
              for e in episodes]
     for pick in (0, -1):
-        cell = eval.summarize([eval.exact_match(names[pick], e.answer) for names, e in zip(shown, episodes)])
+        cell = summarize([exact_match(names[pick], e.answer) for names, e in zip(shown, episodes)])
         assert cell["ci"][0] <= 1 / ways <= cell["ci"][1], (pick, cell)
 
 
@@ -156,18 +124,24 @@ def test_every_table_and_the_comparison(prefix_ckpt, tmp_path, capsys):
     assert Image.open(tmp_path / "r.png").size[0] > 1000
 
 
-def test_a_blind_model_is_not_above_chance(prefix_ckpt):
+def test_a_blind_subject_sees_only_black_images(prefix_ckpt):
+    """Blind: every image of a prompt black, so its answers cannot depend on what was shown, and
+    every visual prefix is the same (the separation scores collapse), where the same model with
+    its images sees different prefixes."""
     subject, _ = eval.load_subject(str(prefix_ckpt), "cpu", blind=True)
-    episodes = eval.image_episodes(subject, "binding", 4, 0, ways=2, layout="direct")
+    episodes = eval.image_episodes(subject, "binding", 6, 0, ways=2, layout="direct")
     for prompt in eval.prompts_of(subject, episodes):
         images = [p for p in prompt if torch.is_tensor(p)]
         assert len(images) == 3 and all(bool((x == -1).all()) for x in images)
-    (row,) = eval.binding_table(subject, 40, 0, ("direct",), ("nonsense",), (2,), [(True, 5, 0)])
-    cell = row["cells"][0]
-    assert cell["n"] == 40 and cell["ci"][0] <= row["chance"]  # whatever it answers, if anything
-    (sep,) = eval.separation_table(subject, 8, 0, full=False)  # every prefix the same: collapsed
-    assert sep["within"] == pytest.approx(1.0) and sep["across"] == pytest.approx(1.0)
-    assert sep["nearer"]["acc"] == 0.0 and sep["captions_differ"]["acc"] == 0.0
+    other = eval.image_episodes(subject, "binding", 6, 1, ways=2, layout="direct")  # other pictures
+    swapped = [world.Episode([o if isinstance(o, Image.Image) else p for p, o in zip(e.pieces, f.pieces)],
+                             e.answer, e.task, e.info) for e, f in zip(episodes, other)]
+    assert eval.generate_answers(subject, episodes) == eval.generate_answers(subject, swapped)
+    (blind,) = eval.separation_table(subject, 8, 0, full=False)
+    assert blind["within"] == pytest.approx(1.0) and blind["across"] == pytest.approx(1.0)
+    subject.blind = False
+    (seeing,) = eval.separation_table(subject, 8, 0, full=False)
+    assert seeing["across"] < 1 - 1e-4 and seeing["within"] < 1 - 1e-4
 
 
 def test_too_long_prompts_and_bad_tasks_fail_clearly(prefix_ckpt, capsys):
@@ -187,12 +161,12 @@ def test_an_lm_checkpoint_gets_the_text_binding_table(world_lm, capsys):
 
 
 def test_plot_log_draws_a_training_log(tmp_path):
-    log = train.Log(tmp_path / "lm_log.txt")
+    log = checkpoint.Log(tmp_path / "lm_log.txt")
     for step in range(10, 101, 10):
         log.write(step=step, loss=5.0 / step ** 0.5, lr=1e-3)
         if step % 50 == 0:
             log.write(step=step, val_loss=5.5 / step ** 0.5, copy=step / 100, bind2_direct=0.5)
-    png = eval.plot_log(tmp_path / "lm_log.txt", tmp_path / "plot.png")
+    png = plots.plot_log(tmp_path / "lm_log.txt", tmp_path / "plot.png")
     assert Image.open(png).size == (900, 380)
-    with pytest.raises(ValueError, match="no"):
-        eval.plot_log(tmp_path / "lm_log.txt", tmp_path / "none.png", keys=("nothing",))
+    with pytest.raises(InputError, match="no nothing values"):
+        plots.plot_log(tmp_path / "lm_log.txt", tmp_path / "none.png", keys=("nothing",))

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import checkpoint
 import train
 from data import image_to_tensor
 from frozen import Frozen, FrozenConfig, caption_targets
@@ -80,7 +81,7 @@ def test_pad_id_and_padding_change_nothing():
 def test_interleaved_sequence_places_each_prefix_where_its_image_stands():
     model = tiny_frozen(n_prefix=2).eval()
     img1, img2 = torch.randn(3, 32, 32), torch.randn(3, 32, 32)
-    seq = model.embed_sequence([img1, [3, 4, 5], img2, [6]])
+    seq = model.embed_sequences([[img1, [3, 4, 5], img2, [6]]])[0]
     assert seq.shape == (2 + 3 + 2 + 1, 32)
     assert torch.allclose(seq[0:2], model.vision(img1[None])[0], atol=1e-6)
     assert torch.equal(seq[2:5], model.lm.embed(torch.tensor([3, 4, 5])))
@@ -117,7 +118,7 @@ def test_finetune_lm_ablation_trains_the_lm_at_its_own_lr(lm_dir, pairs_dir, tmp
     assert not torch.equal(model.lm.state_dict()["wte.weight"], before["wte.weight"])
     ckpt = torch.load(tmp_path / "prefix.pt", weights_only=True)
     assert any(k.startswith("lm.") for k in ckpt["model"])
-    reloaded, _, _ = train.load_frozen(tmp_path / "prefix.pt")
+    reloaded, _, _ = checkpoint.load_frozen(tmp_path / "prefix.pt")
     assert torch.equal(reloaded.lm.wte.weight, model.lm.wte.weight)
 
 
@@ -137,9 +138,9 @@ def test_a_changed_lm_checkpoint_is_refused(lm_dir, pairs_dir, tmp_path):
     state["step"] += 1
     torch.save(state, lm_copy / "lm.pt")
     with pytest.raises(ValueError, match="has changed since"):
-        train.load_frozen(tmp_path / "prefix.pt")
+        checkpoint.load_frozen(tmp_path / "prefix.pt")
     with pytest.raises(ValueError, match="expected a stage-prefix checkpoint"):
-        train.load_frozen(lm_copy / "lm.pt")
+        checkpoint.load_frozen(lm_copy / "lm.pt")
 
 
 def test_missing_lm_checkpoint_is_one_line_naming_it(tmp_path, pairs_dir):

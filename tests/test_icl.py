@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import eval as ev
+import scoring
 import world
 from data import train_tokenizer
 from gpt import GPT, GPTConfig
@@ -23,7 +23,7 @@ def test_binding_scores_hand_made_answers():
                wrong[1],  # a support name, the wrong one
                "the " + episodes[2].answer,  # right: a leading article is dropped
                "a big red apple"]  # not a name at all
-    cell = ev.score_binding(answers, episodes)
+    cell = scoring.score_binding(answers, episodes)
     assert cell["acc"] == 0.5 and cell["n"] == 4 and cell["chance"] == 0.5
     assert cell["some_name"] == 0.75
     assert cell["ci"][0] < 0.5 < cell["ci"][1]
@@ -43,7 +43,7 @@ def test_an_untrained_lm_binds_at_or_below_chance(world_tokenizer):
     torch.manual_seed(0)
     lm = GPT(GPTConfig(vocab_size=world_tokenizer.vocab_size, block_size=256, n_layer=2, n_head=2,
                        n_embd=32)).eval()
-    scores = ev.text_icl_scores(lm, world_tokenizer, n=20)
+    scores = scoring.text_icl_scores(lm, world_tokenizer, n=20)
     assert set(scores) == {"copy", "bind2_paper", "bind5_paper", "bind2_direct", "bind5_direct"}
     assert scores["copy"] < 0.1
     assert scores["bind2_paper"] <= 0.5 and scores["bind2_direct"] <= 0.5
@@ -66,4 +66,4 @@ def test_copy_score_is_near_one_for_an_ideal_induction_head(world_tokenizer):
             return logits, None
 
     # not 1: a token that occurs twice in a random sequence sends "the last occurrence" astray
-    assert ev.copy_score(InductionHead(), world_tokenizer, n=10) > 0.8
+    assert scoring.copy_score(InductionHead(), world_tokenizer, n=10) > 0.8

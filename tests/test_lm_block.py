@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-import train
-from frozen import FrozenConfig, KindClassifier, LMBlockLayer, VisualFeatures
+import lmblock
+from frozen import FrozenConfig, LMBlockLayer, VisualFeatures
+from lmblock import KindClassifier
 from gpt import GPT, GPTConfig
 
 CFG = FrozenConfig(encoder="tiny", image_size=32)
@@ -83,22 +84,30 @@ def test_a_block_the_lm_does_not_have_is_refused():
         LMBlockLayer(tiny_lm(), "7", width=16)
 
 
-def test_stage_classify_runs_and_scores(lm_dir, tmp_path):
-    train.main(["--stage", "classify", "--lm-ckpt", str(lm_dir / "lm.pt"), "--out-dir", str(tmp_path),
-                "--lm-block", "last", "--max-steps", "2", "--batch-size", "4", "--eval-interval", "2",
-                "--eval-images", "8", "--num-workers", "0", "--log-interval", "1", "--ckpt-interval", "2"])
+def test_stage_classify_runs_scores_and_tabulates_seeds(lm_dir, tmp_path):
+    run = ["train", "--lm-ckpt", str(lm_dir / "lm.pt"), "--out-dir", str(tmp_path), "--lm-block", "last",
+           "--max-steps", "2", "--batch-size", "4", "--eval-images", "8", "--num-workers", "0"]
+    lmblock.main(run + ["--eval-interval", "2", "--log-interval", "1", "--ckpt-interval", "2"])
     ckpt = torch.load(tmp_path / "classify.pt", weights_only=True)
     assert ckpt["kind"] == "classify" and ckpt["n"] == 8 and 0 <= ckpt["correct"] <= 8
-    train.main(["--stage", "classify", "--lm-ckpt", str(lm_dir / "lm.pt"), "--out-dir", str(tmp_path),
-                "--lm-block", "last", "--max-steps", "2", "--batch-size", "4", "--eval-images", "8",
-                "--num-workers", "0", "--resume"])  # a finished run, resumed: keeps its score
+    lmblock.main(run + ["--resume"])  # a finished run, resumed: keeps its score
     again = torch.load(tmp_path / "classify.pt", weights_only=True)
     assert (again["correct"], again["n"]) == (ckpt["correct"], ckpt["n"])
-    import eval as ev
 
-    result = ev.main(["--task", "classify", "--ckpt", f"frozen-block={tmp_path / 'classify.pt'}"])
-    assert result["rows"]["frozen-block"]["n"] == 8
-    # runs under one name (seeds) pool into one row
-    pooled = ev.main(["--task", "classify", "--ckpt", f"b={tmp_path / 'classify.pt'}", f"b={tmp_path / 'classify.pt'}"])
-    assert pooled["rows"]["b"]["n"] == 16 and len(pooled["rows"]["b"]["runs"]) == 2
+    result = lmblock.main(["table", f"frozen-block={tmp_path / 'classify.pt'}"])
+    row = result["rows"]["frozen-block"]
+    assert row["runs"] == [ckpt["correct"] / 8] and row["ci"] is None  # one seed: no interval
+    # runs under one name are seeds of one variant: their mean, and an interval across them
+    pooled = lmblock.main(["table", f"b={tmp_path / 'classify.pt'}", f"b={tmp_path / 'classify.pt'}"])
+    assert pooled["rows"]["b"]["runs"] == [ckpt["correct"] / 8] * 2
     assert pooled["rows"]["b"]["acc"] == pytest.approx(ckpt["correct"] / 8)
+    assert pooled["rows"]["b"]["ci"] == pytest.approx([ckpt["correct"] / 8] * 2)  # no spread between them
+
+
+def test_classify_refuses_torchrun(monkeypatch):
+    """Under torchrun every process would train and save its own model: refused, not wrapped."""
+    from common import Runtime
+
+    monkeypatch.setattr(lmblock, "setup_runtime", lambda *a: Runtime(torch.device("cpu"), torch.float32, 0, 2))
+    with pytest.raises(SystemExit, match="one process"):
+        lmblock.main(["train", "--lm-block", "none", "--max-steps", "1", "--num-workers", "0"])

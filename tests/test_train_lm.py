@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import checkpoint
 import train
 from data import InputError
 
@@ -14,9 +15,9 @@ def test_stage_lm_writes_a_loadable_checkpoint_and_log(corpus, tmp_path):
     ckpt = torch.load(tmp_path / "lm.pt", weights_only=True)
     assert ckpt["kind"] == "lm" and ckpt["step"] == 8
     assert ckpt["model_config"]["n_layer"] == 2
-    model, tokenizer, _ = train.load_lm(tmp_path / "lm.pt")
+    model, tokenizer, _ = checkpoint.load_lm(tmp_path / "lm.pt")
     assert model.config.vocab_size == tokenizer.vocab_size
-    rows = train.read_log(tmp_path / "lm_log.txt")
+    rows = checkpoint.read_log(tmp_path / "lm_log.txt")
     assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6, 8]
     assert [r["step"] for r in rows if "val_loss" in r] == [4, 8]
     assert not (tmp_path / "lm.pt.tmp").exists()
@@ -73,10 +74,10 @@ def test_checkpoint_of_the_wrong_kind_is_refused(tmp_path):
     path = tmp_path / "prefix.pt"
     torch.save({"kind": "prefix"}, path)
     with pytest.raises(InputError, match="expected a stage-lm checkpoint"):
-        train.load_checkpoint(path, "lm")
+        checkpoint.load_checkpoint(path, "lm")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="garbage.pt: not a readable checkpoint"):
-        train.load_checkpoint(tmp_path / "garbage.pt", "lm")
+    with pytest.raises(InputError, match="garbage.pt: not a checkpoint written by train.py"):
+        checkpoint.load_checkpoint(tmp_path / "garbage.pt", "lm")
 
 
 def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(corpus, tmp_path):
@@ -85,4 +86,4 @@ def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(corpus, tmp_pat
     train.main(tiny_args(corpus, other, 2, "--vocab-size", "280"))
     (tmp_path / "tokenizer.json").write_bytes((other / "tokenizer.json").read_bytes())
     with pytest.raises(InputError, match="tokenizer does not match"):
-        train.load_lm(tmp_path / "lm.pt")
+        checkpoint.load_lm(tmp_path / "lm.pt")

@@ -1,0 +1,246 @@
+"""
+What every training script shares (train.py's two stages, lmblock.py's classify stage, bench.py):
+the run config every stage starts from, the command line generated from dataclasses, device and
+precision, processes under torchrun, the learning-rate schedule and the optimizer, resuming, and
+the per-interval log line. Each stage's loop itself is written out in its script.
+"""
+
+import argparse
+import contextlib
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.distributed as dist
+
+from checkpoint import Log, config_differences, load_checkpoint
+from data import InputError, row_seed
+
+# ---------------------------------------------------------------------------------------------
+# the fields every stage has
+
+
+@dataclass
+class RunConfig:
+    """A training run: where it writes, its seed, batch, optimizer, schedule and intervals.
+    Each stage's config extends this one with its own fields and defaults."""
+    out_dir: str = "out"
+    seed: int = 0
+    batch_size: int = 32  # rows per process per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    max_steps: int = 1000
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    log_interval: int = 20
+    eval_interval: int = 250
+    ckpt_interval: int = 250
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | float32 | bfloat16 (autocast)
+    compile: str = "auto"  # auto | true | false
+    resume: bool = False
+
+
+# fields a resumed run may change: they say how the run is watched and where it runs, not what it
+# trains (the global batch is compared as a whole, so a resume may regroup it into micro-steps)
+RESUMABLE_FIELDS = ("max_steps", "resume", "log_interval", "eval_interval", "ckpt_interval", "eval_batches",
+                    "icl_episodes", "eval_images", "num_workers", "device", "compile", "out_dir", "lm_ckpt",
+                    "batch_size", "grad_accum", "image_dir", "max_bad")
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line, generated from the dataclasses
+
+
+def parse_bool(text):
+    if isinstance(text, bool):
+        return text
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_dataclass_args(parser, cls, group_name):
+    """One flag per field (`n_layer` -> `--n-layer`), default None so that presets fill the rest."""
+    group = parser.add_argument_group(group_name)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            group.add_argument(flag, type=parse_bool, nargs="?", const=True, default=None,
+                               dest=f.name, help=f"(bool, default {f.default})")
+        else:
+            group.add_argument(flag, type=type(f.default), default=None, dest=f.name,
+                               help=f"(default {f.default})")
+
+
+def build_config(cls, args, preset_values):
+    """Dataclass defaults, then the preset's values, then the flags that were given."""
+    values = dict(preset_values)
+    values.update({f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None})
+    return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# device, precision, processes
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype  # autocast dtype, or float32 for none
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+def setup_runtime(device="auto", dtype="auto"):
+    """Pick the device and precision; join the process group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+    if device == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    device = torch.device(device)
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    return Runtime(device, getattr(torch, dtype), rank, world_size)
+
+
+def resolve_compile(flag, device):
+    return device.type == "cuda" if flag == "auto" else parse_bool(flag)
+
+
+def usable_workers(asked, rt):
+    """DataLoader workers: as asked, but no more than this process's share of the cores (more
+    only makes the processes fight over them)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = max(1, cores // rt.world_size)
+    if asked > share and rt.master:
+        print(f"note: --num-workers {asked} capped at {share}, the cores this process has")
+    return min(asked, share)
+
+
+def warn_if_gpu_preset_on_cpu(preset, device):
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if preset != "tiny" and on_cpu:
+        warnings.warn(f"--preset {preset} is sized for one GPU; on this CPU a step takes seconds to minutes "
+                      f"and memory runs to GBs. Use --preset tiny on a CPU.", stacklevel=2)
+
+
+def seed_step(seed, step, rank):
+    """Seed torch's generator from (seed, step, rank) at every step: dropout masks (and any other
+    draw) are then a function of the step, so a resumed run repeats an unbroken one exactly, and
+    each process of a torchrun job draws its own."""
+    torch.manual_seed(row_seed(seed, step, rank) % 2**63)
+
+
+# ---------------------------------------------------------------------------------------------
+# learning rate and optimizer
+
+
+def lr_at(step, cfg, cosine=True):
+    """Linear warmup, then cosine decay to cfg.min_lr (or constant when cosine is False)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if not cosine:
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def make_optimizer(param_groups, cfg, device):
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
+
+
+def decay_groups(params, weight_decay):
+    """Weight decay on matrices (linear and embedding weights), none on gains and biases."""
+    params = [p for p in params if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+# ---------------------------------------------------------------------------------------------
+# resuming
+
+
+def run_record(cfg, model_config, rt, model_key="model_config"):
+    """What a checkpoint stores about its run: the configs, and the global batch (rows per
+    optimizer step, whatever the processes and micro-steps)."""
+    return {"train_config": asdict(cfg), model_key: asdict(model_config),
+            "global_batch": cfg.batch_size * cfg.grad_accum * rt.world_size}
+
+
+def resume_from(path, kind, cfg, model_config, rt, model_key="model_config"):
+    """The checkpoint to resume from, or None to start afresh. Refused, naming the fields, when
+    the run asked for now differs from the one in the checkpoint in anything but the fields a
+    resume may change; refused when --max-steps is below the checkpoint's step."""
+    if not (cfg.resume and path.exists()):
+        return None
+    ckpt = load_checkpoint(path, kind)
+    now = run_record(cfg, model_config, rt, model_key)
+    saved_batch = ckpt.get("global_batch") or now["global_batch"]  # older checkpoints lack it
+    diffs = (config_differences(ckpt["train_config"], now["train_config"], RESUMABLE_FIELDS)
+             + config_differences(ckpt[model_key], now[model_key])
+             + config_differences({"global batch": saved_batch}, {"global batch": now["global_batch"]}))
+    if diffs:
+        raise InputError(f"{path}: --resume asks for another run than the checkpoint holds ({'; '.join(diffs)}); "
+                         f"give the checkpoint's values, or another --out-dir for a new run")
+    if ckpt["step"] > cfg.max_steps:
+        raise InputError(f"{path}: the checkpoint is at step {ckpt['step']}, past --max-steps {cfg.max_steps}; "
+                         f"nothing to train (raise --max-steps to continue)")
+    return ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# the log line of a training loop
+
+
+def is_due(step, interval, max_steps):
+    """Every `interval` steps, and at the last step."""
+    return step % interval == 0 or step == max_steps
+
+
+class StepLog:
+    """Time since the last line, over the steps actually taken since then, and one log line:
+    `step | loss | lr | dt_ms | <rate>` (the rate in `unit`, `items_per_step` per step)."""
+
+    def __init__(self, log: Log, start_step, items_per_step, unit):
+        self.log, self.items, self.unit = log, items_per_step, unit
+        self.last_step, self.t0 = start_step, time.time()
+
+    def write(self, step, loss, lr):
+        dt = (time.time() - self.t0) / max(1, step - self.last_step)
+        self.log.write(step=step, loss=loss, lr=lr, dt_ms=dt * 1000, **{self.unit: self.items / dt if dt else 0.0})
+        self.restart(step)
+
+    def restart(self, step):
+        """Start timing afresh (after an evaluation, which is not a training step's time)."""
+        self.last_step, self.t0 = step, time.time()
