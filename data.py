@@ -13,15 +13,24 @@ Text (stage lm, Frozen Sec. 3.1 trains its LM on a large text corpus):
 Images and captions (stage prefix, Frozen Sec. 3.2 trains on Conceptual Captions) are below.
 """
 
+import functools
 import hashlib
 import json
 import os
 import random
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import tokenizers
 import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+import world
+from frozen import caption_targets
+
 
 class InputError(ValueError):
     """Bad input from the user (a file missing, empty, corrupt or of the wrong kind). The message
@@ -40,13 +49,11 @@ class Tokenizer:
     """A byte-level BPE tokenizer from `tokenizers`, with end-of-text and padding ids."""
 
     def __init__(self, path):
-        from tokenizers import Tokenizer as HFTokenizer
-
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: tokenizer file not found (stage lm writes it beside lm.pt)")
         try:
-            self._tok = HFTokenizer.from_file(str(path))
+            self._tok = tokenizers.Tokenizer.from_file(str(path))
         except Exception as e:
             raise InputError(f"{path}: not a tokenizer file ({e})") from None
         self.path = path
@@ -69,14 +76,12 @@ class Tokenizer:
 
 def train_tokenizer(texts, vocab_size, path):
     """Train a byte-level BPE on an iterable of strings, save it to `path`, return a Tokenizer."""
-    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT, PAD],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT, PAD],
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+                                             show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +98,16 @@ def file_hash(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def read_utf8(path):
+    """A text file's contents. A file in another encoding is refused, not decoded into mojibake."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is dropped
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror})") from None
 
 
 def row_seed(*parts):
@@ -112,14 +127,7 @@ def read_text_files(path):
     files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
     if not files:
         raise InputError(f"{path}: folder holds no .txt files")
-    docs = []
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        if text.strip():
-            docs.append(text)
+    docs = [text for text in map(read_utf8, files) if text.strip()]
     if not docs:
         raise InputError(f"{path}: the text corpus is empty")
     return docs
@@ -132,8 +140,6 @@ class WorldText:
     starting at a document boundary, so in-context passages are never cut at the front."""
 
     def __init__(self, tokenizer, block_size, seed=0, split="train", mix=None):
-        import world
-
         self.tokenizer, self.block_size, self.split = tokenizer, block_size, split
         self.seed = seed if split == "train" else seed + 1_000_003  # val text: other documents
         self.mix = mix if mix is not None else world.TextMix()
@@ -148,17 +154,23 @@ class WorldText:
 
     def sample_texts(self, n_chars):
         """About n_chars of text to train the tokenizer on."""
-        import world
-
         return world.corpus_text(self.seed, n_chars, self.mix).split("\n\n")
 
 
 class FileText:
     """Real text: all documents tokenised once; 90% of the tokens train, the last 10% validate.
-    Row r of batch k is a window at an offset drawn from its own seed."""
+    Row r of batch k is a window at an offset drawn from its own seed.
+
+    A corpus too small for one train and one val sequence is refused before the tokenizer is
+    trained on it (no byte-level BPE token is shorter than a byte), and again once tokenised."""
 
     def __init__(self, path, tokenizer, block_size, seed=0, split="train"):
         self.docs = read_text_files(path)
+        n_bytes, needed = sum(len(d.encode()) for d in self.docs), 2 * (block_size + 1)
+        if n_bytes < needed:
+            raise InputError(f"{path}: {n_bytes} bytes of text are too few for one train and one val "
+                             f"sequence of {block_size} tokens (it needs at least {needed} bytes): give "
+                             f"more text or a smaller --block-size")
         self.tokenizer, self.block_size, self.seed = tokenizer, block_size, seed
         if tokenizer is None:  # only sample_texts() is usable until the tokenizer exists
             return
@@ -203,10 +215,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 def image_to_tensor(image, size):
     """The paper's preprocessing (Sec. 3.2): pad to a square, resize; then scale to [-1, 1].
     Padding keeps the whole image and its aspect (a centre crop could cut off what the caption
-    names); the pad is mid-grey, which becomes 0 after scaling."""
-    from PIL import Image
+    names); the pad is mid-grey, which becomes 0 after scaling.
 
-    image = image.convert("RGB")
+    Any image mode becomes 8-bit RGB first. 16-bit greyscale (PNG's "I;16", or "I") is divided
+    by 257, the exact inverse of 8 -> 16 bits; a plain convert clips it to almost all white.
+    Transparent images (RGBA, LA, a palette or colour key with transparency) are composited onto
+    white, a deliberate choice: it is how a viewer shows them, where dropping alpha would show
+    whatever colour hides under the transparent pixels (often black)."""
+    image = to_rgb(image)
     w, h = image.size
     if w != h:
         side = max(w, h)
@@ -219,6 +235,16 @@ def image_to_tensor(image, size):
     return x.float().div(127.5).sub(1.0)
 
 
+def to_rgb(image):
+    """An 8-bit RGB copy of a PIL image (see image_to_tensor)."""
+    if image.mode.startswith("I"):
+        grey = np.asarray(image, dtype=np.float64) / 257
+        image = Image.fromarray(grey.round().clip(0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+    return image.convert("RGB")
+
+
 def black_images(images):
     """The blind ablation's input (Sec. 4): black images, after the same scaling."""
     return torch.full_like(images, -1.0)
@@ -228,8 +254,6 @@ class WorldCaptions(torch.utils.data.Dataset):
     """The drawn world's (image, caption) pairs; item i is the world's scene i."""
 
     def __init__(self, image_size, seed=0, split="train", length=1_000_000):
-        import world
-
         self.world = world.World(seed=seed, image_size=image_size, split=split, length=length)
         self.image_size = image_size
 
@@ -241,70 +265,104 @@ class WorldCaptions(torch.utils.data.Dataset):
         return image_to_tensor(image, self.image_size), caption
 
 
-class CaptionFiles(torch.utils.data.Dataset):
-    """Real image-caption pairs from a list of (image path, caption).
+def caption_dataset(data, image_size, seed=0, split="train", image_dir=None, max_bad=0.05):
+    """'world' or a path: a COCO .json, a .jsonl, or a folder of image + .txt pairs.
 
-    Files are checked when the dataset is built: unreadable images and empty captions are
-    counted and skipped with a warning naming them, and more than `max_bad` of them is an error.
-    An image that still fails to decode later is skipped with a warning naming it.
-    """
+    Real data: every pair, of both splits, is checked when the first split is built (so a bad
+    pair never waits for the first evaluation), then a fixed 2% of the good pairs (at least one)
+    validates and the rest trains: which pairs is a function of the seed alone."""
+    if data == "world":
+        return WorldCaptions(image_size, seed, split)
+    path = Path(data)
+    if not path.exists():
+        raise InputError(f"{path}: caption data not found (give 'world', a COCO .json, a .jsonl, "
+                         f"or a folder of name.jpg + name.txt pairs)")
+    good = good_pairs(path, image_dir, image_size, max_bad, path.stat().st_mtime_ns)
+    if len(good) < 2:
+        raise InputError(f"{path}: {len(good)} good image-caption pair(s), too few for a train and "
+                         f"a validation split")
+    order = list(range(len(good)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, len(good) // 50)
+    chosen = order[:n_val] if split != "train" else order[n_val:]
+    return CaptionFiles([good[i] for i in chosen], image_size, path)
 
-    def __init__(self, pairs, image_size, source, max_bad=0.05):
-        from PIL import Image
 
-        self.image_size, self.source = image_size, source
-        good, bad = [], []
-        for path, caption in pairs:
-            problem = None
-            if not caption or not caption.strip():
-                problem = "empty caption"
-            elif not Path(path).is_file():
-                problem = "image not found"
-            else:
-                try:
-                    with Image.open(path) as im:
-                        im.verify()
-                except Exception as e:
-                    problem = f"unreadable image ({type(e).__name__})"
-            if problem:
-                bad.append(f"{path}: {problem}")
-            else:
-                good.append((str(path), caption.strip()))
-        if not pairs:
-            raise InputError(f"{source}: no image-caption pairs found")
-        if bad:
-            shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
-            if len(bad) > max_bad * len(pairs):
-                raise InputError(f"{source}: {len(bad)} of {len(pairs)} pairs are bad, more than the "
-                                 f"allowed {max_bad:.0%}: {shown}")
-            warnings.warn(f"{source}: skipping {len(bad)} of {len(pairs)} bad pairs: {shown}")
-        self.pairs = good
-        self.skipped = bad
+CHECK_BAR_ABOVE = 2000  # pairs: checking more shows a progress bar
 
-    def __len__(self):
-        return len(self.pairs)
 
-    def __getitem__(self, i):
-        from PIL import Image
+@functools.lru_cache(maxsize=4)
+def good_pairs(path, image_dir, image_size, max_bad, mtime):
+    """The good (image path, caption) pairs of caption data, read and checked once per process:
+    the train and val splits (and every evaluation's loader) share one check, and its warning
+    counts each bad pair once. `mtime` only keys the cache: an edited .json or .jsonl, or a
+    folder with files added or removed, is read anew.
 
-        for attempt in range(len(self.pairs)):
-            path, caption = self.pairs[(i + attempt) % len(self.pairs)]
-            try:
-                with Image.open(path) as im:
-                    return image_to_tensor(im, self.image_size), caption
-            except Exception as e:
-                warnings.warn(f"{path}: skipped, image failed to decode ({e})")
-        raise InputError(f"{self.source}: no image could be decoded")
+    Bad pairs are counted and skipped with a warning naming them; more than `max_bad` of all
+    pairs being bad is an error."""
+    pairs, bad = read_pairs(path, image_dir)
+    n = len(pairs) + len(bad)
+    if not n:
+        raise InputError(f"{path}: no image-caption pairs found")
+    problems = pair_problems(pairs, image_size, f"checking {path}")
+    bad += [f"{image}: {problem}" for (image, _), problem in zip(pairs, problems) if problem]
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        if len(bad) > max_bad * n:
+            raise InputError(f"{path}: {len(bad)} of {n} pairs are bad, more than the allowed {max_bad:.0%} "
+                             f"(fix or remove them, or raise --max-bad): {shown}")
+        warnings.warn(f"{path}: skipping {len(bad)} of {n} bad pairs: {shown}")
+    return [(str(image), caption.strip()) for (image, caption), problem in zip(pairs, problems) if not problem]
+
+
+def pair_problems(pairs, image_size, desc):
+    """pair_problem of each pair, in threads (PIL decodes without the GIL), with a progress bar
+    when there are many."""
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        problems = pool.map(lambda pair: pair_problem(*pair, image_size), pairs)
+        return list(tqdm(problems, total=len(pairs), desc=desc, disable=len(pairs) <= CHECK_BAR_ABOVE))
+
+
+def pair_problem(image, caption, image_size):
+    """What is wrong with a pair, or None. The image is really decoded (a JPEG at reduced scale,
+    which is fast): a truncated file passes PIL's verify() and would fail only in a worker."""
+    if not caption.strip():
+        return "empty caption"
+    if not Path(image).is_file():
+        return "image not found"
+    try:
+        with Image.open(image) as im:
+            im.draft("RGB", (image_size, image_size))
+            im.load()
+    except UnidentifiedImageError:
+        return "unreadable image (not an image format PIL knows)"
+    except Exception as e:
+        return f"unreadable image ({type(e).__name__}: {e})"
+    return None
+
+
+def read_pairs(path, image_dir=None):
+    """The (image path, caption) pairs of a COCO .json, a .jsonl or a folder, and the bad pairs
+    found while reading them ("path: problem")."""
+    if path.is_dir():
+        return folder_pairs(path)
+    if path.suffix.lower() == ".jsonl":
+        return jsonl_pairs(path), []
+    if path.suffix.lower() == ".json":
+        return coco_pairs(path, image_dir), []
+    raise InputError(f"{path}: unknown caption format (expected .json, .jsonl or a folder)")
 
 
 def coco_pairs(json_path, image_dir=None):
     """COCO captions: {"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}."""
     json_path = Path(json_path)
+    image_dir = Path(image_dir) if image_dir else json_path.parent
     try:
-        data = json.loads(json_path.read_text())
-        files = {im["id"]: im["file_name"] for im in data["images"]}
-        image_dir = Path(image_dir) if image_dir else json_path.parent
-        return [(image_dir / files[a["image_id"]], a["caption"]) for a in data["annotations"]]
+        data = json.loads(read_utf8(json_path))
+        files = {im["id"]: string_field(im, "file_name", f"{json_path}, image {n}")
+                 for n, im in enumerate(data["images"])}
+        return [(image_dir / files[a["image_id"]], string_field(a, "caption", f"{json_path}, annotation {n}"))
+                for n, a in enumerate(data["annotations"])]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise InputError(f"{json_path}: not a COCO captions file ({type(e).__name__}: {e})") from None
 
@@ -313,68 +371,95 @@ def jsonl_pairs(path):
     """One {"image": path, "caption": text} per line; image paths relative to the file's folder."""
     path = Path(path)
     pairs = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_utf8(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            pairs.append((path.parent / row["image"], row["caption"]))
+            where = f"{path}, line {n}"
+            pairs.append((path.parent / string_field(row, "image", where), string_field(row, "caption", where)))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise InputError(f"{path}, line {n}: expected {{\"image\": ..., \"caption\": ...}} ({e})") from None
     return pairs
 
 
+def string_field(row, name, where):
+    """row[name], refused unless it is a string (a caption of 7 is a mistake, not a caption)."""
+    value = row[name]
+    if not isinstance(value, str):
+        raise InputError(f"{where}: {name} must be a string, not {json.dumps(value)}")
+    return value
+
+
 def folder_pairs(folder):
-    """img2dataset's files layout: name.jpg beside name.txt, in a folder and its subfolders."""
-    folder = Path(folder)
-    pairs = []
-    for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+    """img2dataset's files layout: name.jpg beside name.txt, in a folder and its subfolders.
+    Returns the pairs and the bad ones already found: a caption file missing or not UTF-8."""
+    pairs, bad = [], []
+    for image in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
         caption_file = image.with_suffix(".txt")
-        caption = caption_file.read_text(encoding="utf-8", errors="replace") if caption_file.exists() else ""
-        pairs.append((image, caption))
-    return pairs
+        if not caption_file.is_file():
+            bad.append(f"{image}: no caption file {caption_file.name}")
+            continue
+        try:
+            pairs.append((image, caption_file.read_text(encoding="utf-8")))
+        except UnicodeDecodeError:
+            bad.append(f"{caption_file}: caption file is not UTF-8")
+    return pairs, bad
 
 
-def caption_dataset(data, image_size, seed=0, split="train", image_dir=None, max_bad=0.05):
-    """'world' or a path: a COCO .json, a .jsonl, or a folder of image + .txt pairs."""
-    if data == "world":
-        return WorldCaptions(image_size, seed, split)
-    path = Path(data)
-    if not path.exists():
-        raise InputError(f"{path}: caption data not found (give 'world', a COCO .json, a .jsonl, "
-                         f"or a folder of name.jpg + name.txt pairs)")
-    if path.is_dir():
-        pairs = folder_pairs(path)
-    elif path.suffix == ".jsonl":
-        pairs = jsonl_pairs(path)
-    elif path.suffix == ".json":
-        pairs = coco_pairs(path, image_dir)
-    else:
-        raise InputError(f"{path}: unknown caption format (expected .json, .jsonl or a folder)")
-    # real data: a fixed 2% (at least one pair) validates, the rest trains
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, len(pairs) // 50) if len(pairs) > 1 else 0
-    chosen = order[:n_val] if split != "train" else order[n_val:]
-    return CaptionFiles([pairs[i] for i in chosen], image_size, path, max_bad)
+class CaptionFiles(torch.utils.data.Dataset):
+    """Real image-caption pairs, (image path, caption), checked already (see good_pairs). An
+    image that still fails to decode (changed since) is replaced by the next pair, with a warning
+    that counts such skips in this process (a DataLoader worker counts its own)."""
+
+    def __init__(self, pairs, image_size, source):
+        self.pairs, self.image_size, self.source = pairs, image_size, source
+        self.n_skipped = 0
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        for attempt in range(len(self.pairs)):
+            path, caption = self.pairs[(i + attempt) % len(self.pairs)]
+            try:
+                with Image.open(path) as im:
+                    return image_to_tensor(im, self.image_size), caption
+            except Exception as e:
+                self.n_skipped += 1
+                warnings.warn(f"{path}: skipped, image failed to decode ({e}); "
+                              f"{self.n_skipped} skipped so far in this process")
+        raise InputError(f"{self.source}: no image could be decoded")
 
 
 class CaptionCollate:
-    """Tokenise captions in the DataLoader's workers; stack images."""
+    """Tokenise captions in the DataLoader's workers; stack images.
 
-    def __init__(self, tokenizer_path, n_prefix):
-        self.tokenizer_path, self.n_prefix = tokenizer_path, n_prefix
-        self._tokenizer = None
+    max_tokens: the caption tokens that fit the LM's context beside the visual prefix, with the
+    end-of-text after them (block_size - n_prefix - 1). A longer caption is cut to it, with a
+    warning once per process; None: no limit."""
+
+    def __init__(self, tokenizer_path, n_prefix, max_tokens=None):
+        self.tokenizer_path, self.n_prefix, self.max_tokens = tokenizer_path, n_prefix, max_tokens
+        self._tokenizer, self._warned = None, False
 
     def __call__(self, items):
-        from frozen import caption_targets
-
         if self._tokenizer is None:  # built lazily, once per worker process
             self._tokenizer = Tokenizer(self.tokenizer_path)
         images = torch.stack([image for image, _ in items])
         captions = self._tokenizer.encode_batch([" " + caption for _, caption in items])
+        captions = [self.cut(c) for c in captions]
         inputs, targets = caption_targets(captions, self.n_prefix, self._tokenizer.eot_id, self._tokenizer.pad_id)
         return images, inputs, targets
+
+    def cut(self, caption):
+        if self.max_tokens is None or len(caption) <= self.max_tokens:
+            return caption
+        if not self._warned:
+            warnings.warn(f"a caption of {len(caption)} tokens was cut to {self.max_tokens} tokens, what fits "
+                          f"the LM's context beside the visual prefix (later cuts are not reported)")
+            self._warned = True
+        return caption[: self.max_tokens]
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -409,8 +494,6 @@ class WorldKinds(torch.utils.data.Dataset):
     ImageNet stand-in for the LM-block comparison). Labels index world.SEEN_KINDS."""
 
     def __init__(self, image_size, seed=0, split="train", length=1_000_000):
-        import world
-
         self.world, self.image_size, self.split, self.seed, self.length = world, image_size, split, seed, length
         self.kinds = world.SEEN_KINDS
 
@@ -435,8 +518,6 @@ def encode_pieces(pieces, tokenizer, image_size):
 
     Consecutive pieces are joined by one space, as in the text the LM was trained on: a text
     piece after anything is tokenised with a leading space."""
-    from PIL import Image
-
     encoded = []
     for i, piece in enumerate(pieces):
         if isinstance(piece, Image.Image):

@@ -7,7 +7,7 @@ text (Frozen Sec. 3.3, "Interface at inference time").
   python sample.py --shots examples/                                    # every task folder in it
   python sample.py --shots examples/bind_nonsense_names                 # one task folder
 
-A task folder holds numbered pieces and a query, read in name order:
+A task folder holds numbered pieces and a query, read in number order (2 before 10):
 
   01.png 01.txt    an image and the text that follows it (either may stand alone)
   02.png 02.txt
@@ -23,34 +23,21 @@ Decoding is greedy by default (as the paper's evaluation); --temperature, --top-
 import argparse
 import functools
 import sys
+import warnings
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-from data import IMAGE_EXTENSIONS, InputError, image_to_tensor
 from checkpoint import checkpoint_kind, load_frozen, load_lm
+from data import IMAGE_EXTENSIONS, InputError, encode_pieces, image_to_tensor, read_utf8, to_rgb
+from frozen import is_image
 
 SENTENCE_END = (".", "?", "!", "\n")
 
 
 # ---------------------------------------------------------------------------------------------
 # prompts: interleaved pieces
-
-
-def encode_pieces(pieces, tokenizer, image_size):
-    """World-style pieces (PIL images and strings) -> model pieces (image tensors and token ids).
-
-    Consecutive pieces are joined by one space, as in the text the LM was trained on: a text
-    piece after anything is tokenised with a leading space."""
-    from PIL import Image
-
-    encoded = []
-    for i, piece in enumerate(pieces):
-        if isinstance(piece, Image.Image):
-            encoded.append(image_to_tensor(piece, image_size))
-        else:
-            encoded.append(tokenizer.encode((" " if i > 0 else "") + piece))
-    return encoded
 
 
 @functools.lru_cache(maxsize=4)
@@ -73,36 +60,57 @@ def answer_text(tokenizer, tokens):
 
 
 def read_task_folder(folder):
-    """The pieces of a task folder (PIL images and strings, in order), its answer and description."""
-    from PIL import Image
-
+    """The pieces of a task folder (PIL images and strings, in order), its answer and description.
+    Pieces go by number (2 before 10); suffixes match in any case (01.PNG, 01.TXT)."""
     folder = Path(folder)
-    files = {p.name: p for p in folder.iterdir() if p.is_file()}
-    images = {p.stem: p for p in files.values() if p.suffix.lower() in IMAGE_EXTENSIONS}
-    texts = {p.stem: p for p in files.values() if p.suffix == ".txt" and p.stem not in ("answer",)}
+    images, texts = piece_files(folder)
+    answer_file = texts.pop("answer", None)
     if "query" not in images:
         raise InputError(f"{folder}: no query image; a task folder holds 01.png + 01.txt, 02.png + 02.txt, "
                          f"..., query.png and optionally query.txt and answer.txt")
-    unknown = [s for s in sorted(set(images) | set(texts)) if s != "query" and not s.isdigit()]
+    unknown = [s for s in sorted(set(images) | set(texts)) if s != "query" and not s.isdecimal()]
     if unknown:
         raise InputError(f"{folder}: unexpected files {unknown}; pieces are named 01, 02, ... and query")
+    numbered = sorted((s for s in set(images) | set(texts) if s != "query"), key=lambda s: (int(s), s))
     pieces = []
-    for stem in sorted(s for s in set(images) | set(texts) if s != "query") + ["query"]:
+    for stem in numbered + ["query"]:
         if stem in images:
-            try:
-                with Image.open(images[stem]) as im:
-                    pieces.append(im.convert("RGB"))
-            except Exception as e:
-                raise InputError(f"{images[stem]}: unreadable image ({type(e).__name__})") from None
+            pieces.append(read_image(images[stem]))
         if stem in texts:
-            text = texts[stem].read_text(encoding="utf-8").strip()
+            text = read_utf8(texts[stem]).strip()
             if not text:
                 raise InputError(f"{texts[stem]}: empty text file")
             pieces.append(text)
-    answer = (folder / "answer.txt").read_text().strip() if (folder / "answer.txt").exists() else None
+    answer = read_utf8(answer_file).strip() if answer_file else None
     readme = folder / "README.md"
-    about = readme.read_text().strip().splitlines()[0] if readme.exists() and readme.read_text().strip() else ""
-    return pieces, answer, about
+    lines = read_utf8(readme).strip().splitlines() if readme.exists() else []
+    return pieces, answer, lines[0] if lines else ""
+
+
+def piece_files(folder):
+    """{stem: path} of a task folder's images and of its .txt files. Each piece is one regular
+    file: a folder, a broken link or two images for one number is refused, not silently dropped."""
+    files = {"image": {}, "text": {}}
+    for p in sorted(folder.iterdir()):
+        kind = "image" if p.suffix.lower() in IMAGE_EXTENSIONS else "text" if p.suffix.lower() == ".txt" else None
+        if kind is None:
+            continue
+        if not p.is_file():
+            what = ("a broken symbolic link" if p.is_symlink() and not p.exists() else
+                    "a folder" if p.is_dir() else "a special file")
+            raise InputError(f"{p}: is {what}, not a file; each piece of a task folder is an image or a .txt file")
+        if p.stem in files[kind]:
+            raise InputError(f"{folder}: two {kind}s for piece {p.stem}: {files[kind][p.stem].name}, {p.name}")
+        files[kind][p.stem] = p
+    return files["image"], files["text"]
+
+
+def read_image(path):
+    try:
+        with Image.open(path) as im:
+            return to_rgb(im)
+    except Exception as e:
+        raise InputError(f"{path}: unreadable image ({type(e).__name__})") from None
 
 
 def task_folders(path):
@@ -119,8 +127,6 @@ def task_folders(path):
 
 
 def describe_pieces(pieces):
-    from PIL import Image
-
     return " ".join("<image>" if isinstance(p, Image.Image) else p for p in pieces)
 
 
@@ -130,6 +136,7 @@ def run_shots(model, tokenizer, path, decoding, out=print):
     for folder in task_folders(path):
         pieces, answer, about = read_task_folder(folder)
         prompt = encode_pieces(pieces, tokenizer, model.config.image_size)
+        check_length(model, prompt, decoding.get("max_new_tokens", 32), folder)  # 32: GPT.generate's default
         with torch.autocast(model_device(model).type, dtype=torch.bfloat16, enabled=model_device(model).type == "cuda"):
             tokens = model.generate([prompt], stop_tokens=stop_ids(tokenizer), **decoding)[0]
         completion = answer_text(tokenizer, tokens)
@@ -140,11 +147,23 @@ def run_shots(model, tokenizer, path, decoding, out=print):
     return results
 
 
+def check_length(model, prompt, max_new_tokens, folder):
+    """Refuse a prompt past the LM's rotary tables (4 x its context); warn past the context it
+    was trained on, where it extrapolates its rotary positions and answers get unreliable."""
+    n = sum(model.config.n_prefix if is_image(p) else len(p) for p in prompt) + max_new_tokens
+    limit, trained = model.lm.rope_cos.size(0), model.lm.config.block_size
+    if n > limit:
+        raise InputError(f"{folder}: the prompt and {max_new_tokens} new tokens take {n} positions, more than "
+                         f"the {limit} this model has; use fewer pieces")
+    if n > trained:
+        warnings.warn(f"{folder}: the prompt and {max_new_tokens} new tokens take {n} positions, more than the "
+                      f"LM's trained context of {trained}: it extrapolates its rotary positions and answers "
+                      f"get unreliable")
+
+
 def write_task_folder(folder, pieces, answer=None, about=""):
     """The inverse of read_task_folder: an episode's pieces as a task folder. Each image starts a
     piece (the last image is the query), the text right after an image shares its number."""
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     query = max(i for i, p in enumerate(pieces) if isinstance(p, Image.Image))
@@ -259,8 +278,6 @@ def main(argv=None):
             return
         model, tokenizer, _ = load_frozen(args.ckpt or "out/prefix.pt", args.device)
         if args.image is not None:
-            from PIL import Image
-
             try:
                 with Image.open(args.image) as im:
                     image = image_to_tensor(im, model.config.image_size)

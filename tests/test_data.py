@@ -1,7 +1,11 @@
-"""data.py: the real image-caption formats (with a corrupt file), preprocessing, batches."""
+"""data.py: the real image-caption formats (with a corrupt file), preprocessing, batches.
+(Malformed files of every kind are in test_bad_inputs.py.)"""
 
+import ast
+import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -45,12 +49,12 @@ def test_each_real_format_trains_and_skips_the_corrupt_image(fmt, images, lm_dir
     data = {"folder": lambda: folder,
             "coco": lambda: coco_json(folder, pairs, folder / "captions.json"),
             "jsonl": lambda: jsonl(folder, pairs, tmp_path / "pairs.jsonl")}[fmt]()
+    image_dir = str(folder) if fmt == "coco" else None
     with pytest.warns(UserWarning, match="999.png: unreadable image"):
-        dataset = caption_dataset(str(data), 32, max_bad=0.1)
+        dataset = caption_dataset(str(data), 32, image_dir=image_dir, max_bad=0.1)
     assert len(dataset) == 30 - 1 and "999.png" not in str(dataset.pairs)  # 1 pair validates
-    extra = ["--image-dir", str(folder)] if fmt == "coco" else []
-    with pytest.warns(UserWarning):
-        train.main(prefix_args(lm_dir, tmp_path / "out", 2, "--data", str(data), "--max-bad", "0.1", *extra))
+    extra = ["--image-dir", image_dir] if image_dir else []
+    train.main(prefix_args(lm_dir, tmp_path / "out", 2, "--data", str(data), "--max-bad", "0.1", *extra))
     assert (tmp_path / "out" / "prefix.pt").exists()
 
 
@@ -60,8 +64,8 @@ def test_too_many_bad_pairs_is_an_error_naming_them(tmp_path):
     write_pairs(folder, 3)
     add_corrupt(folder)
     (folder / "000.txt").write_text("   ")
-    # 4 pairs, 1 held out for validation: the 3 training pairs hold both bad ones
-    with pytest.raises(InputError, match="2 of 3 pairs are bad.*empty caption.*999.png: unreadable"):
+    # all 4 pairs are checked, whichever split is built
+    with pytest.raises(InputError, match="2 of 4 pairs are bad.*empty caption.*999.png: unreadable"):
         caption_dataset(str(folder), 32, split="train", max_bad=0.05)
 
 
@@ -85,6 +89,44 @@ def test_preprocessing_pads_to_a_square_and_scales_to_minus_one_one():
     assert x.shape == (3, 32, 32) and x.min() >= -1 and x.max() <= 1
     assert torch.allclose(x[:, 0, 16], torch.zeros(3), atol=0.01)  # grey padding above the image -> 0
     assert x[0, 16, 16] == pytest.approx(1.0) and x[1, 16, 16] == pytest.approx(-1.0)
+
+
+def test_16_bit_greyscale_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
+    grey = np.full((8, 8), 128 * 257, dtype=np.uint16)  # mid-grey in 16 bits
+    grey[0, 0], grey[0, 1] = 0, 65535
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    for image in (Image.open(tmp_path / "grey16.png"), Image.fromarray(grey.astype(np.int32))):
+        assert image.mode in ("I;16", "I")
+        x = image_to_tensor(image, 8)
+        assert torch.allclose(x[:, 4, 4], torch.full((3,), 128 / 127.5 - 1), atol=1e-6)
+        assert x[:, 0, 0].tolist() == [-1, -1, -1] and x[:, 0, 1].tolist() == [1, 1, 1]
+
+
+def test_transparent_images_are_composited_onto_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red everywhere: transparent on top, opaque below, half-transparent in row 4
+    rgba[5:, :, 3], rgba[4, :, 3] = 255, 128
+    x = image_to_tensor(Image.fromarray(rgba), 8)
+    assert x[:, 0, 0].tolist() == [1, 1, 1] and x[:, 7, 0].tolist() == [1, -1, -1]
+    assert torch.allclose(x[:, 4, 0], torch.tensor([1.0, 0.0, 0.0]), atol=0.02)  # half red on white
+    la = np.zeros((8, 8, 2), dtype=np.uint8)  # black, its top half transparent
+    la[4:, :, 1] = 255
+    x = image_to_tensor(Image.fromarray(la, "LA"), 8)
+    assert x[:, 0, 0].tolist() == [1, 1, 1] and x[:, 7, 0].tolist() == [-1, -1, -1]
+    palette = Image.fromarray(np.array([[0, 1]] * 2, dtype=np.uint8), "P")  # black (transparent), red
+    palette.putpalette([0, 0, 0, 255, 0, 0])
+    palette.save(tmp_path / "p.png", transparency=0)
+    with Image.open(tmp_path / "p.png") as im:
+        x = image_to_tensor(im, 2)
+    assert x[:, 0, 0].tolist() == [1, 1, 1] and x[:, 0, 1].tolist() == [1, -1, -1]
+
+
+def test_data_imports_at_the_top_only():
+    """world and frozen do not import data, so data.py has no reason for imports inside functions."""
+    tree = ast.parse(inspect.getsource(inspect.getmodule(caption_dataset)))
+    inner = [node.lineno for scope in ast.walk(tree) if isinstance(scope, (ast.FunctionDef, ast.ClassDef))
+             for node in ast.walk(scope) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert inner == []
 
 
 def test_step_batches_split_rows_across_processes_like_one_process():

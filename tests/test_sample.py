@@ -26,7 +26,13 @@ def test_examples_folder_is_readable():
     assert sorted(f.name for f in folders) == sorted(sample.EXAMPLES)
     for folder in folders:
         pieces, answer, about = sample.read_task_folder(folder)
-        assert answer and about and isinstance(pieces[-2 if isinstance(pieces[-1], str) else -1], (Image.Image, str))
+        assert answer and about
+        files = [p for p in folder.iterdir() if p.suffix in (".png", ".txt") and p.name != "answer.txt"]
+        assert len(pieces) == len(files)  # each image and text is one piece
+        # the prompt ends with the query image, then the text of query.txt if there is one
+        query_text = folder / "query.txt"
+        tail = [query_text.read_text().strip()] if query_text.exists() else []
+        assert isinstance(pieces[-1 - len(tail)], Image.Image) and pieces[len(pieces) - len(tail):] == tail
 
 
 def test_a_folder_without_a_query_image_says_what_is_expected(tmp_path):
