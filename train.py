@@ -69,7 +69,7 @@ class PrefixConfig(RunConfig):
     max_steps: int = 1500
     lr: float = 3e-4
     agc_clip: float = 0.01  # AGC's lambda (NFNets, Sec. 4.1; their default)
-    lm_lr: float = 1e-5  # the LM's lr when an ablation trains it (--finetune-lm, --lm-init scratch)
+    lm_lr: float = 0.0  # the LM's lr when an ablation trains it; 0: 1e-5 to fine-tune, stage lm's lr from scratch
     finetune_lm: bool = False  # ablation: train the LM too
     lm_init: str = "pretrained"  # pretrained | scratch (ablation: random LM, trained)
     blind: bool = False  # ablation: black images in training
@@ -269,26 +269,33 @@ def train_lm(cfg, model_cfg):
 # stage prefix: the LM frozen, the vision encoder trained to caption (Sec. 3.2)
 
 
+FINETUNE_LR = 1e-5  # the fine-tuned-LM ablation's lr: a small step from the pretrained weights
+
+
 def build_frozen(cfg, frozen_cfg, device):
-    """The frozen LM from stage lm (or a random one: --lm-init scratch) and a new vision encoder."""
+    """The frozen LM from stage lm (or a random one: --lm-init scratch) and a new vision encoder.
+    Returns the model, the tokenizer, the LM's path and the LM's lr when an ablation trains it."""
     lm_path = Path(cfg.lm_ckpt or Path(cfg.out_dir) / "lm.pt")
-    lm, tokenizer, _ = load_lm(lm_path)
+    lm, tokenizer, lm_ckpt = load_lm(lm_path)
+    lm_lr = cfg.lm_lr or FINETUNE_LR
     if cfg.lm_init == "scratch":
-        lm = GPT(lm.config)
+        # the paper's "LM from scratch" (Sec. 4): the whole model trained on captions alone, so its
+        # LM gets a rate that trains a GPT from random weights: stage lm's, unless --lm-lr says
+        lm, lm_lr = GPT(lm.config), cfg.lm_lr or lm_ckpt["train_config"]["lr"]
     elif cfg.lm_init != "pretrained":
         raise InputError(f"--lm-init must be pretrained or scratch, got {cfg.lm_init!r}")
     train_lm = cfg.finetune_lm or cfg.lm_init == "scratch"
     model = Frozen(lm, frozen_cfg, train_lm=train_lm).to(device)
-    return model, tokenizer, lm_path
+    return model, tokenizer, lm_path, lm_lr
 
 
-def prefix_param_groups(model, cfg):
+def prefix_param_groups(model, cfg, lm_lr=FINETUNE_LR):
     """The optimizer sees only what requires grad: the encoder at lr, the LM (ablations) at lm_lr."""
     vision = [p for p in model.vision.parameters() if p.requires_grad]
     groups = [{"params": vision, "weight_decay": cfg.weight_decay, "lr_scale": 1.0}]
     lm = [p for p in model.lm.parameters() if p.requires_grad]
     if lm:
-        groups.append({"params": lm, "weight_decay": 0.0, "lr_scale": cfg.lm_lr / cfg.lr})
+        groups.append({"params": lm, "weight_decay": 0.0, "lr_scale": lm_lr / cfg.lr})
     return groups
 
 
@@ -336,11 +343,11 @@ def train_prefix(cfg, frozen_cfg):
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, lm_path = build_frozen(cfg, frozen_cfg, rt.device)
+    model, tokenizer, lm_path, lm_lr = build_frozen(cfg, frozen_cfg, rt.device)
     lm_hash = file_hash(lm_path)
     if rt.device.type == "cuda":
         model.vision.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(prefix_param_groups(model, cfg), cfg, rt.device)
+    optimizer = make_optimizer(prefix_param_groups(model, cfg, lm_lr), cfg, rt.device)
     ckpt_path = out / "prefix.pt"
     ckpt = resume_from(ckpt_path, "prefix", cfg, frozen_cfg, rt, model_key="frozen_config")
     if ckpt and ckpt["lm_hash"] != lm_hash:
@@ -352,12 +359,14 @@ def train_prefix(cfg, frozen_cfg):
         n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"Frozen: {n_trained / 1e6:.2f}M trained parameters (vision encoder"
               f"{' and LM' if model.train_lm else ''}), LM {model.lm.num_params() / 1e6:.2f}M "
-              f"{'trained' if model.train_lm else 'frozen'}; {frozen_cfg}")
+              f"{f'trained at lr {lm_lr:g}' if model.train_lm else 'frozen'}; {frozen_cfg}")
     log = open_log(out / "prefix_log.txt", start_step, rt)
     # both splits are built (and every real image-caption pair checked) before step 0
     train_set = caption_dataset(cfg.data, frozen_cfg.image_size, cfg.seed, "train", cfg.image_dir or None, cfg.max_bad)
     val_set = caption_dataset(cfg.data, frozen_cfg.image_size, cfg.seed, "val", cfg.image_dir or None, cfg.max_bad)
-    collate = CaptionCollate(tokenizer.path, frozen_cfg.n_prefix)
+    # a caption longer than the LM's trained context is cut to fit (CaptionCollate says so once)
+    collate = CaptionCollate(tokenizer.path, frozen_cfg.n_prefix,
+                             max_tokens=model.lm.config.block_size - frozen_cfg.n_prefix - 1)
     batches = iter(caption_batches(train_set, collate, cfg, rt, "train", start_step, cfg.max_steps, cfg.grad_accum))
     train_model = wrap_for_training(model, cfg, rt)
     step_log = StepLog(log, start_step, cfg.batch_size * cfg.grad_accum * rt.world_size, "pairs/s")

@@ -122,10 +122,44 @@ def test_finetune_lm_ablation_trains_the_lm_at_its_own_lr(lm_dir, pairs_dir, tmp
     assert torch.equal(reloaded.lm.wte.weight, model.lm.wte.weight)
 
 
-def test_lm_from_scratch_and_blind_ablations_run(lm_dir, pairs_dir, tmp_path):
-    train.main(prefix_args(lm_dir, tmp_path / "s", 2, "--data", str(pairs_dir), "--lm-init", "scratch"))
-    train.main(prefix_args(lm_dir, tmp_path / "b", 2, "--data", str(pairs_dir), "--blind"))
-    assert (tmp_path / "s" / "prefix.pt").exists() and (tmp_path / "b" / "prefix.pt").exists()
+def test_lm_from_scratch_is_a_random_lm_trained_at_stage_lm_rate(lm_dir, pairs_dir, tmp_path):
+    """The paper's 'LM from scratch': a freshly initialised GPT, not the pretrained one, trained at a
+    rate for training from scratch (stage lm's) rather than the fine-tuning one."""
+    model, _ = train.train_prefix(*build(prefix_args(lm_dir, tmp_path, 1, "--data", str(pairs_dir),
+                                                     "--lm-init", "scratch")))
+    pretrained = torch.load(lm_dir / "lm.pt", weights_only=True)
+    torch.manual_seed(0)  # train_prefix seeds with --seed 0, then builds the random LM
+    checkpoint.load_lm(lm_dir / "lm.pt")
+    init = GPT(model.lm.config).state_dict()
+    trained = model.lm.state_dict()
+    w, w0, wp = trained["blocks.0.mlp.fc.weight"], init["blocks.0.mlp.fc.weight"], pretrained["model"]["blocks.0.mlp.fc.weight"]
+    assert not torch.equal(w, w0)  # it trained
+    # one Adam step moves each weight by about the lr (the first step is lr * g / |g|): stage lm's
+    # rate, 300x the fine-tuning rate of 1e-5; the weights are the random init's, not the pretrained
+    lr = pretrained["train_config"]["lr"]
+    step = (w - w0).abs()
+    assert 0.5 * lr < step[step > 0].median() < 1.5 * lr
+    assert (w - w0).abs().mean() < 0.25 * (w - wp).abs().mean()
+
+
+def blind_run_weights(lm_dir, pairs, out):
+    train.main(prefix_args(lm_dir, out, 2, "--data", str(pairs), "--blind"))
+    return torch.load(out / "prefix.pt", weights_only=True)["model"]
+
+
+def test_the_blind_ablation_never_sees_its_images(lm_dir, pairs_dir, tmp_path):
+    """Trained on black images: the same captions with other pictures train the same weights."""
+    other = tmp_path / "other_pictures"
+    other.mkdir()
+    for caption in sorted(pairs_dir.glob("*.txt")):
+        (other / caption.name).write_text(caption.read_text())
+        shape_image("blue", "circle", size=(33, 47)).save(other / f"{caption.stem}.png")
+    a = blind_run_weights(lm_dir, pairs_dir, tmp_path / "a")
+    b = blind_run_weights(lm_dir, other, tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train.main(prefix_args(lm_dir, tmp_path / "seeing", 2, "--data", str(other)))
+    seeing = torch.load(tmp_path / "seeing" / "prefix.pt", weights_only=True)["model"]
+    assert not torch.equal(seeing["vision.proj.weight"], b["vision.proj.weight"])
 
 
 def test_a_changed_lm_checkpoint_is_refused(lm_dir, pairs_dir, tmp_path):
@@ -154,3 +188,13 @@ def build(argv):
     preset = train.PRESETS["prefix"][args.preset]
     return (train.build_config(train.PrefixConfig, args, preset["train"]),
             train.build_config(FrozenConfig, args, preset["model"]))
+
+
+@pytest.mark.parametrize("change, field", [(("--n-prefix", "2"), "n_prefix"), (("--lm-block", "last"), "lm_block"),
+                                           (("--finetune-lm",), "finetune_lm"), (("--blind",), "blind"),
+                                           (("--image-size", "48"), "image_size")])
+def test_resume_of_another_prefix_run_is_refused(lm_dir, pairs_dir, tmp_path, change, field):
+    train.main(prefix_args(lm_dir, tmp_path, 2, "--data", str(pairs_dir), "--n-prefix", "4"))
+    with pytest.raises(SystemExit) as e:
+        train.main(prefix_args(lm_dir, tmp_path, 4, "--data", str(pairs_dir), "--n-prefix", "4", *change, "--resume"))
+    assert "prefix.pt: --resume asks for another run" in str(e.value) and field in str(e.value)

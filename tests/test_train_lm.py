@@ -87,3 +87,93 @@ def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(corpus, tmp_pat
     (tmp_path / "tokenizer.json").write_bytes((other / "tokenizer.json").read_bytes())
     with pytest.raises(InputError, match="tokenizer does not match"):
         checkpoint.load_lm(tmp_path / "lm.pt")
+
+
+# --- resuming: exact, and refused when it would change the run ---------------------------------
+
+
+def logged(path, key="loss"):
+    return [int(r["step"]) for r in checkpoint.read_log(path) if key in r]
+
+
+def test_resume_is_exact_with_dropout_and_logs_each_step_once(corpus, tmp_path, monkeypatch):
+    """Dropout draws from torch's generator: seeded from (seed, step) at every step, a resumed run
+    draws what the unbroken one drew. Lines the killed run logged after its checkpoint go."""
+    dropout = ("--dropout", "0.1")
+    train.main(tiny_args(corpus, tmp_path / "unbroken", 8, *dropout))
+    real_save, saves = train.save_checkpoint, []
+
+    def die_at_the_second_save(obj, path):  # step 8: logged, then killed before it was saved
+        saves.append(obj["step"])
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        real_save(obj, path)
+
+    monkeypatch.setattr(train, "save_checkpoint", die_at_the_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(tiny_args(corpus, tmp_path / "broken", 8, *dropout))
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert logged(tmp_path / "broken" / "lm_log.txt") == [2, 4, 6, 8]
+    train.main(tiny_args(corpus, tmp_path / "broken", 8, *dropout, "--resume"))
+
+    assert logged(tmp_path / "broken" / "lm_log.txt") == [2, 4, 6, 8]  # not 2, 4, 6, 8, 6, 8
+    assert logged(tmp_path / "broken" / "lm_log.txt", "val_loss") == [4, 8]
+    a = torch.load(tmp_path / "unbroken" / "lm.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "broken" / "lm.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same machine: bit for bit
+
+
+@pytest.mark.parametrize("change", [("--n-layer", "3"), ("--lr", "1e-3"), ("--seed", "1"), ("--batch-size", "2")])
+def test_resume_with_another_run_is_refused_naming_the_fields(corpus, tmp_path, change):
+    train.main(tiny_args(corpus, tmp_path, 2))
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny_args(corpus, tmp_path, 4, *change, "--resume"))
+    message = str(e.value)
+    field = {"--batch-size": "global batch"}.get(change[0], change[0][2:].replace("-", "_"))
+    assert "lm.pt: --resume asks for another run" in message and field in message and "\n" not in message
+
+
+def test_resume_may_regroup_the_global_batch_and_watch_it_differently(corpus, tmp_path):
+    train.main(tiny_args(corpus, tmp_path, 2))
+    train.main(tiny_args(corpus, tmp_path, 4, "--batch-size", "2", "--grad-accum", "2", "--log-interval", "1",
+                         "--resume"))
+    assert torch.load(tmp_path / "lm.pt", weights_only=True)["step"] == 4
+
+
+def test_max_steps_at_or_below_the_checkpoint(corpus, tmp_path, capsys):
+    train.main(tiny_args(corpus, tmp_path, 4))
+    capsys.readouterr()
+    train.main(tiny_args(corpus, tmp_path, 4, "--resume"))  # finished: nothing to do, nothing saved
+    printed = capsys.readouterr().out
+    assert "already trained to step 4" in printed and "saved" not in printed
+    with pytest.raises(SystemExit, match="at step 4, past --max-steps 2; nothing to train"):
+        train.main(tiny_args(corpus, tmp_path, 2, "--resume"))
+
+
+def test_an_empty_or_foreign_checkpoint_is_one_line(corpus, tmp_path):
+    import sample
+
+    train.main(tiny_args(corpus, tmp_path, 2))
+    for content, reason in ((b"", "empty file"), (b"\x80\x02random bytes", "not a checkpoint written by train.py")):
+        (tmp_path / "lm.pt").write_bytes(content)
+        for run in (lambda: train.main(tiny_args(corpus, tmp_path, 4, "--resume")),
+                    lambda: sample.main(["--ckpt", str(tmp_path / "lm.pt"), "--prompt", "a"]),
+                    lambda: sample.main(["--ckpt", str(tmp_path / "lm.pt"), "--image", "x.png"])):
+            with pytest.raises(SystemExit) as e:
+                run()
+            message = str(e.value)
+            assert "lm.pt" in message and reason in message and "weights_only" not in message
+            assert "\n" not in message
+
+
+def test_the_last_log_line_times_the_steps_it_covers(monkeypatch):
+    import common
+
+    clock = iter(range(0, 1000, 10))  # every reading 10 s later
+    monkeypatch.setattr(common.time, "time", lambda: next(clock))
+    lines = []
+    log = common.StepLog(type("L", (), {"write": lambda self, **v: lines.append(v)})(), 0, 100, "tok/s")
+    log.write(step=4, loss=1.0, lr=1e-3)  # 4 steps in 10 s
+    log.write(step=5, loss=1.0, lr=1e-3)  # the last, 1 step in 10 s (not 10 / log_interval)
+    assert [line["dt_ms"] for line in lines] == [2500, 10000]
+    assert [line["tok/s"] for line in lines] == [40, 10]
