@@ -55,14 +55,15 @@ paper: install
 		$(foreach n,$(PAPER_N),n$(n)=$(PAPER)/n$(n)/prefix.pt) \
 		--md $(PAPER)/results.md --json $(PAPER)/results.json --png $(PAPER)/results.png
 
-# The LM-block comparison (Pang et al. 2024) on the world's kinds: NF-ResNet alone, + the LM's
-# last block frozen, + a trainable MLP of its size, + the block fine-tuned, + a random block; each
-# with the seeds in LMB_SEEDS (one table row per variant, the seeds' test images pooled).
+# The LM-block comparison (Pang et al. 2024) on the world's kinds, lmblock.py: NF-ResNet alone, +
+# the LM's last block frozen, + a trainable MLP of its size, + the block fine-tuned, + a random
+# block; each with the seeds in LMB_SEEDS (one table row per variant: the mean over its seeds and
+# a t-interval across them).
 # Needs a stage-lm checkpoint: LM=out/lm.pt after `make demo`, the default after `make paper`.
 LM ?= $(PAPER)/lm/lm.pt
 LMB = $(OUT)/lmblock
 LMB_SEEDS ?= 0 1 2
-LMBLOCK = $(PYTHON) train.py --stage classify --preset $(PRESET) --lm-ckpt $(LM) --resume
+LMBLOCK = $(PYTHON) lmblock.py train --preset $(PRESET) --lm-ckpt $(LM) --resume
 
 lmblock: install
 	$(foreach s,$(LMB_SEEDS), \
@@ -71,7 +72,7 @@ lmblock: install
 		$(LMBLOCK) --seed $(s) --out-dir $(LMB)/seed$(s)/mlp --lm-block last --lm-block-mode mlp && \
 		$(LMBLOCK) --seed $(s) --out-dir $(LMB)/seed$(s)/finetune --lm-block last --lm-block-mode finetune && \
 		$(LMBLOCK) --seed $(s) --out-dir $(LMB)/seed$(s)/random --lm-block last --lm-block-mode random &&) true
-	$(PYTHON) eval.py --task classify --md $(LMB)/results.md --ckpt \
+	$(PYTHON) lmblock.py table --md $(LMB)/results.md \
 		$(foreach s,$(LMB_SEEDS),none=$(LMB)/seed$(s)/none/classify.pt) \
 		$(foreach s,$(LMB_SEEDS),frozen-block=$(LMB)/seed$(s)/frozen/classify.pt) \
 		$(foreach s,$(LMB_SEEDS),mlp=$(LMB)/seed$(s)/mlp/classify.pt) \
@@ -96,7 +97,7 @@ lmblock-prefix: install
 bench: install
 	$(PYTHON) bench.py
 
-# Re-make the few-shot example folders from world.py
+# Re-make the few-shot example folders from the world's episodes (world/episodes.py)
 examples:
 	$(PYTHON) sample.py --write-examples examples/
 

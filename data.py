@@ -2,7 +2,7 @@
 Data: the tokenizer, text batches for stage lm, image-caption batches for stage prefix.
 
 Text (stage lm, Frozen Sec. 3.1 trains its LM on a large text corpus):
-- the embedded default is world.py's generated English about the drawn world; real text is a
+- the embedded default is world/'s generated English about the drawn world; real text is a
   `.txt` file or a folder of them (`--text PATH`);
 - a byte-level BPE tokenizer (as GPT-2's) is trained on it with `tokenizers`, with two special
   tokens: end-of-text, which separates documents and ends every caption, and padding, which
@@ -134,7 +134,7 @@ def read_text_files(path):
 
 
 class WorldText:
-    """The embedded default corpus: world.py's documents, generated on demand.
+    """The embedded default corpus: world/'s documents, generated on demand.
 
     Row r of batch k is packed from the documents of its own seed (seed, split, k, r), each row
     starting at a document boundary, so in-context passages are never cut at the front."""

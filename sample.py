@@ -21,7 +21,6 @@ Decoding is greedy by default (as the paper's evaluation); --temperature, --top-
 """
 
 import argparse
-import functools
 import sys
 import warnings
 from pathlib import Path
@@ -29,30 +28,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from checkpoint import checkpoint_kind, load_frozen, load_lm
+import world
+from checkpoint import load_for_text, load_frozen
 from data import IMAGE_EXTENSIONS, InputError, encode_pieces, image_to_tensor, read_utf8, to_rgb
 from frozen import is_image
-
-SENTENCE_END = (".", "?", "!", "\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# prompts: interleaved pieces
-
-
-@functools.lru_cache(maxsize=4)
-def stop_ids(tokenizer, chars=SENTENCE_END):
-    """End-of-text and every token that contains one of `chars`: the end of an answer. A scan of
-    the whole vocabulary, so computed once per tokenizer."""
-    vocab = range(tokenizer.vocab_size)
-    return frozenset({tokenizer.eot_id} | {t for t in vocab if any(c in tokenizer.decode([t]) for c in chars)})
-
-
-def answer_text(tokenizer, tokens):
-    """The completion up to the end of its first sentence, without the sentence mark."""
-    text = tokenizer.decode(tokens)
-    cut = min([text.index(c) for c in SENTENCE_END if c in text] + [len(text)])
-    return text[:cut].strip()
+from scoring import answer_text, stop_ids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,8 +168,6 @@ def write_task_folder(folder, pieces, answer=None, about=""):
 
 def caption_sheet(model, tokenizer, path, decoding, n_seen=12, n_heldout=6, seed=0):
     """Generated captions of world test images (seen kinds) and of held-out kinds, as a PNG grid."""
-    import world
-
     images = [world.World(seed, model.config.image_size, "test")[i][0] for i in range(n_seen)]
     images += [world.World(seed, model.config.image_size, "heldout")[i][0] for i in range(n_heldout)]
     prompts = [[image_to_tensor(im, model.config.image_size)] for im in images]
@@ -213,9 +191,7 @@ EXAMPLES = {
 
 
 def write_examples(folder, image_size=64, seed=0):
-    """Re-make examples/ from world.py's episodes (what `make examples` runs)."""
-    import world
-
+    """Re-make examples/ from the world's episodes (what `make examples` runs)."""
     for name, (task, options, about) in EXAMPLES.items():
         episode = world.episodes(task, 1, seed=seed, image_size=image_size, **options)[0]
         write_task_folder(Path(folder) / name, episode.pieces, episode.answer, about)
@@ -230,22 +206,13 @@ def model_device(model):
     return next(model.parameters()).device
 
 
-def load_for_text(path, device):
-    """The LM of a stage-lm checkpoint, or of the LM a stage-prefix checkpoint was trained with."""
-    if checkpoint_kind(path) == "prefix":
-        model, tokenizer, _ = load_frozen(path, device)
-        return model.lm, tokenizer
-    model, tokenizer, _ = load_lm(path, device)
-    return model.eval(), tokenizer
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="continue this text with the LM")
     what.add_argument("--image", help="caption this image")
     what.add_argument("--shots", help="a few-shot task folder, or a folder of them")
-    what.add_argument("--write-examples", metavar="DIR", help="write the example task folders from world.py")
+    what.add_argument("--write-examples", metavar="DIR", help="write the example task folders from the world's episodes")
     what.add_argument("--caption-sheet", metavar="PNG",
                       help="caption world test images (seen kinds) and held-out kinds; draw them in a grid")
     p.add_argument("--ckpt", default=None,

@@ -35,7 +35,7 @@ def one_thread():
 
 
 def test_caption_correct_scores_each_attribute():
-    apples = world.Scene(world._group_objects(random.Random(0), "apple", "red", "small", "left", 2))
+    apples = world.Scene(world.scenes._group_objects(random.Random(0), "apple", "red", "small", "left", 2))
     right = eval.caption_correct("two small red apples on the left.", apples)
     assert right == {"kind": True, "colour": True, "count": True, "position": True}
     wrong = eval.caption_correct("a green car at the top. it is fast.", apples)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nfresnet import (ACT_FN, ACT_GAMMA, PRESETS, NFResNet, WSConv2d, adaptive_grad_clip,
-                      benchmark, unitwise_norm)
+                      unitwise_norm)
 
 ALPHA = 0.2
 
@@ -228,7 +228,3 @@ def test_tiny_forward_backward_every_parameter_gets_a_gradient():
     torch.nn.functional.cross_entropy(model(x), y).backward()
     for name, p in model.named_parameters():
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
-
-
-def test_benchmark_returns_images_per_second():
-    assert benchmark("tiny", image_size=32, batch_size=4, steps=1, warmup=1) > 0

@@ -32,7 +32,6 @@ processes), so DataLoader workers need no coordination. The global RNG is never 
 from .drawing import COLOURS, draw_sheet
 from .scenes import (HELD_OUT_KINDS, KINDS, NONSENSE_NAMES, POSITIONS, SEEN_KINDS, SPLITS, Facts, Kind, Obj, Scene,
                      World, caption, describe, lone_scene, parse_caption, render, sample_scene)
-from .scenes import _group_objects  # private, but tests/test_eval.py builds scenes with it
 from .text import PASSAGES, TextMix, corpus_text, fact_sentences, made_up_name, text_document, text_documents
 from .episodes import TASKS, Episode, episode_text, episodes
 
