@@ -1,48 +1,39 @@
 """
 Evaluation: the paper's experiments (Frozen, Sec. 4) re-made on world/'s episodes, and the
-text-only in-context scores that decide whether any few-shot result can appear at all.
+text-only binding table that says whether any few-shot result can appear at all.
 
   python eval.py --ckpt out/prefix.pt                      # every image table of one model
-  python eval.py --ckpt out/prefix.pt --task vqa,binding --episodes 50
-  python eval.py --ckpt out/prefix.pt --blind              # the same model, every image black
+  python eval.py --ckpt out/prefix.pt --split val          # the validation episodes (choose recipes here)
+  python eval.py --ckpt frozen=s0/prefix.pt frozen=s1/prefix.pt frozen=s2/prefix.pt   # 3 seeds, one row
   python eval.py --ckpt frozen=a/prefix.pt --compare blind=a/prefix.pt:blind scratch=b/prefix.pt
   python eval.py --task text-binding --ckpt out/lm.pt      # the LM's binding, in text
   python eval.py --plot-log out/lm_log.txt                 # loss, copy and binding against step
 
-Scoring is the paper's (Sec. 4.1): greedy decoding, the answer normalised (lower case, no
-punctuation or leading article), exact match, no shortlist of answers. Every score comes with
-its episode count and a 95% Wilson interval.
+The protocol, so that the numbers teach the truth:
+- Episodes come in two splits with different draws: every choice of a recipe is made on `--split
+  val`; what is reported is `--split test` (the default).
+- Checkpoints given under one name are training seeds of one model: each cell is then the mean over
+  the seeds with a 95% t-interval across them (scoring.seed_interval), so the spread between
+  training runs is in the interval; one seed's cells carry a Wilson interval over its episodes.
+- Binding is reported with the evaluation names tuning looked at (NONSENSE_NAMES) and with names
+  nothing was ever tuned on (HELD_BACK_NAMES); in the paper's naming sentence and in sentences the
+  corpus never contains (HELD_BACK_NAMINGS); on held-out kinds and on seen kinds (the paper's
+  setting: its encoder had seen the categories).
+- Baselines: chance; blind (`NAME=PATH:blind`: the model shown black images); train-blind and the
+  other ablations are checkpoints; for Fast-VQA, answering about a random object of the picture.
 
-The image tasks (paper -> here; the episodes are world/'s, deterministic in --seed):
+Scoring is scoring.py's (the paper's Sec. 4.1): greedy decoding, exact match after normalisation,
+no answer shortlist. The image tasks (paper -> here):
 
-  Conceptual Captions   caption held-out scenes (split "test": seen kinds; "heldout": kinds the
-                        vision encoder never saw); score kind, colour, count and position as
-                        world.parse_caption reads them, and the teacher-forced caption perplexity
+  Conceptual Captions   caption new scenes (seen kinds; kinds the encoder never saw); score kind,
+                        colour, count and position as world.parse_caption reads them, and the
+                        reference captions' teacher-forced perplexity
   VQAv2, 0/1/4 shots    a question about what is visible, after 0, 1 or 4 solved examples
   OKVQA, 0/1/4 shots    a question whose answer is a fact only the text corpus states
-  Open-Ended            bind nonsense names to held-out kinds, name a new picture: 2- and 5-way;
-  miniImageNet          the paper's Table 2 columns (task induction, inner shots, repeats); both
-                        prompt layouts; Real-Name miniImageNet is the same with the kinds' names
+  Open-Ended            bind names to kinds from the prompt, name a new picture: 2- and 5-way, the
+  miniImageNet          paper's Table 2 columns; Real-Name miniImageNet with the kinds' own names
   Fast-VQA              bind names, then answer a question that uses one: 0/1/3/5 inner shots
-  (here only)           prefix separation: do two held-out kinds get different visual prefixes?
-                        (the vision trap: unseen kinds collapsing onto one prefix makes binding
-                        impossible, whatever the LM can do)
-
-Baselines and ablations are other checkpoints (train.py --blind, --finetune-lm, --lm-init scratch,
---n-prefix) and `--blind` here (a trained model shown black images); several models give one
-comparison table in the shape of the paper's Tables 1 and 2. `make paper` trains and evaluates
-them all.
-
-Text binding: the image binding task with a text
-description standing where each image will stand, in two layouts,
-
-  paper:   a small red apple. This is a dax. a big blue car. This is a blicket.
-           Question: What is this? Answer: a green apple. This is a      -> dax
-  direct:  a small red apple dax. a big blue car blicket. a green apple  -> dax
-
-and three query styles: `different` (the query thing has another colour or size than its
-support example: matching a thing, not copying a string), `same` (identical description: plain
-induction), `paraphrase` (other words for the same thing, closer to what an image prefix is).
+  (here only)           prefix separation: do two kinds get different visual prefixes?
 """
 
 import argparse
@@ -62,45 +53,53 @@ from checkpoint import checkpoint_kind, load_for_text, load_frozen
 from data import InputError, black_images, encode_pieces, image_to_tensor
 from frozen import caption_targets
 from plots import plot_log, plot_results
-from scoring import (answer_text, binding_cell, copy_score, exact_match, fmt, normalize_answer, score_binding,
-                     stop_ids, summarize)
+from scoring import (answer_text, binding_cell, copy_score, exact_match, normalize_answer, score_binding,
+                     seed_interval, stop_ids, summarize)
+from tables import print_comparison, print_model_tables, print_text_binding
+
+
+@dataclass
+class Protocol:
+    """Which episodes a model is scored on: `episodes` a cell, the episode seed, the split (val:
+    where recipes are chosen; test: what is reported), the binding layout of the headline cells."""
+    episodes: int = 200
+    seed: int = 0
+    split: str = "test"
+    layout: str = "paper"
+
 
 # ---------------------------------------------------------------------------------------------
-# text binding: the LM alone, text where the images will be
+# text binding: the LM alone, a text description where each image will stand
+
+TEXT_ROWS = [dict(layout=layout, query=query, names="nonsense", templates="paper")
+             for layout in ("paper", "direct") for query in ("different", "same", "paraphrase")]
+TEXT_ROWS += [dict(layout="paper", query="different", names="heldback", templates="paper"),
+              dict(layout="paper", query="different", names="nonsense", templates="trained"),
+              dict(layout="paper", query="different", names="nonsense", templates="heldback"),
+              dict(layout="paper", query="different", names="heldback", templates="heldback")]
 
 
-def text_binding_table(lm, tokenizer, n=200, seed=0):
-    """The whole text-binding grid: layout x query x ways x inner shots."""
+def text_binding_table(lm, tokenizer, protocol):
+    """Layouts x query styles, then held-back names and sentences; 2- and 5-way, 1 and 3 shots."""
     rows = []
-    for layout in ("paper", "direct"):
-        for query in ("different", "same", "paraphrase"):
-            for ways in (2, 5):
-                for inner in (1, 3):
-                    cell = binding_cell(lm, tokenizer, n, seed, ways=ways, inner_shots=inner,
-                                        layout=layout, query=query)
-                    rows.append(dict(layout=layout, query=query, ways=ways, inner_shots=inner, **cell))
-    return {"task": "text-binding", "episodes_per_cell": n, "seed": seed,
-            "copy": copy_score(lm, tokenizer, n, seed), "rows": rows}
-
-
-def print_text_binding(result, out=print):
-    out(f"Text binding: {result['episodes_per_cell']} episodes a cell, seed {result['seed']}, "
-        f"greedy, exact match; [.] is the 95% Wilson interval. Copy score {result['copy']:.2f}.")
-    out("| layout | query | ways | inner shots | accuracy | chance | answer is a support name |")
-    out("|---|---|---|---|---|---|---|")
-    for r in result["rows"]:
-        out(f"| {r['layout']} | {r['query']} | {r['ways']} | {r['inner_shots']} | {fmt(r)} | "
-            f"{r['chance']:.2f} | {r['some_name']:.2f} |")
+    for row in TEXT_ROWS:
+        for ways in (2, 5):
+            for inner in (1, 3):
+                cell = binding_cell(lm, tokenizer, protocol.episodes, protocol.seed, split=protocol.split,
+                                    ways=ways, inner_shots=inner, **row)
+                rows.append(dict(row, ways=ways, inner_shots=inner, **cell))
+    return {"task": "text-binding", "episodes_per_cell": protocol.episodes, "seed": protocol.seed,
+            "split": protocol.split, "copy": copy_score(lm, tokenizer, protocol.episodes, protocol.seed, protocol.split), "rows": rows}
 
 
 # ---------------------------------------------------------------------------------------------
-# image episodes through Frozen
+# a model under test
 
 
 @dataclass
 class Subject:
-    """A model under test: a trained Frozen, its tokenizer, and whether it is shown black images
-    (the paper's blind baseline, Sec. 4: the same model, no visual information)."""
+    """A trained Frozen, its tokenizer, and whether it is shown black images (the paper's blind
+    baseline, Sec. 4: the same model, no visual information)."""
     name: str
     model: object  # frozen.Frozen
     tokenizer: object  # data.Tokenizer
@@ -149,8 +148,9 @@ def load_subject(spec, device, blind=False, batch_size=32):
     return Subject(name, model, tokenizer, path, blind or spec_blind, batch_size), ckpt
 
 
-def image_episodes(subject, task, n, seed, **options):
-    return world.episodes(task, n, seed, image_size=subject.image_size, **options)
+def image_episodes(subject, protocol, task, **options):
+    return world.episodes(task, protocol.episodes, protocol.seed, image_size=subject.image_size,
+                          split=protocol.split, **options)
 
 
 def prompts_of(subject, episodes):
@@ -190,20 +190,25 @@ def generate_answers(subject, episodes, max_new_tokens=12):
     return answers
 
 
-def answer_cell(subject, task, n, seed, **options):
-    """One table cell: exact-match accuracy of greedy answers to n episodes, with count and CI,
-    and three (expected, answered) examples."""
-    episodes = image_episodes(subject, task, n, seed, **options)
+def answer_cell(subject, protocol, task, **options):
+    """One table cell: exact-match accuracy of greedy answers, with count and interval, and three
+    (expected, answered) examples; binding cells also carry chance and how often the answer is a
+    support name, Fast-VQA cells what answering about a random object of the picture scores."""
+    episodes = image_episodes(subject, protocol, task, **options)
     answers = generate_answers(subject, episodes)
-    if task == "binding":  # with chance and how often the answer is a support name
+    if task == "binding":
         cell = score_binding(answers, episodes)
     else:
         cell = summarize([exact_match(a, e.answer) for a, e in zip(answers, episodes)])
+    if task == "fast_vqa":  # half the time the asked-about object, half the other one
+        cell["random_object"] = sum((1 + exact_match(e.info["other_answers"][0], e.answer)) / 2
+                                    for e in episodes) / len(episodes)
     cell["examples"] = [[e.answer, a] for e, a in zip(episodes[:3], answers[:3])]
     return cell
 
 
-# --- captioning (Conceptual Captions' role) ---------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# captioning (Conceptual Captions' role)
 
 CAPTION_FIELDS = ("kind", "colour", "count", "position")
 
@@ -241,30 +246,33 @@ def caption_perplexity(subject, episodes):
     return math.exp(total_loss / total_tokens)
 
 
-def caption_table(subject, n, seed, splits=("test", "heldout")):
-    """Zero-shot captions of new scenes: seen kinds ("test") and kinds the encoder never saw
-    ("heldout"). The reference for the perplexity is world.describe(scene), a plain caption."""
+def caption_table(subject, protocol, kinds=("seen", "heldout")):
+    """Zero-shot captions of new scenes of seen kinds and of kinds the encoder never saw. The
+    reference for the perplexity is world.describe(scene), a plain caption."""
     rows = []
-    for split in splits:
-        episodes = image_episodes(subject, "caption", n, seed, split=split)
+    for kind_set in kinds:
+        episodes = image_episodes(subject, protocol, "caption", kinds=kind_set)
         captions = generate_answers(subject, episodes, max_new_tokens=32)
         scores = [caption_correct(c, e.info["scene"]) for c, e in zip(captions, episodes)]
-        rows.append(dict(split=split, **{f: summarize([s[f] for s in scores]) for f in CAPTION_FIELDS},
+        rows.append(dict(kinds=kind_set, **{f: summarize([s[f] for s in scores]) for f in CAPTION_FIELDS},
                          perplexity=caption_perplexity(subject, episodes),
                          examples=[[e.answer, c] for e, c in zip(episodes[:3], captions[:3])]))
     return rows
 
 
-# --- VQA and OKVQA (Table 1) ------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# VQA and OKVQA (the paper's Table 1)
 
-SHOTS = (0, 1, 4)  # the paper's Table 1: 0, 1 and 4 solved examples before the question
-
-
-def shots_table(subject, task, n, seed, shots=SHOTS):
-    return [dict(shots=k, **answer_cell(subject, task, n, seed, shots=k)) for k in shots]
+SHOTS = (0, 1, 4)  # 0, 1 and 4 solved examples before the question
 
 
-# --- Open-Ended miniImageNet (Table 2) and Fast-VQA (Table 3) ---------------------------------
+def shots_table(subject, protocol, task, shots=SHOTS):
+    return [dict(shots=k, **answer_cell(subject, protocol, task, shots=k)) for k in shots]
+
+
+# ---------------------------------------------------------------------------------------------
+# Open-Ended miniImageNet (the paper's Table 2) and Fast-VQA (its Table 3)
+
 
 @dataclass(frozen=True)
 class BindingColumn:
@@ -272,54 +280,75 @@ class BindingColumn:
     set; world's episodes count all showings, so they get repeats + 1."""
     task_induction: bool
     inner_shots: int
-    repeats: int
+    repeats: int = 0
 
 
-BINDING_COLUMNS = (BindingColumn(False, 1, 0), BindingColumn(True, 1, 0), BindingColumn(True, 3, 0),
-                   BindingColumn(True, 5, 0), BindingColumn(True, 1, 1), BindingColumn(True, 1, 3),
-                   BindingColumn(True, 1, 5))
+PAPER_COLUMNS = (BindingColumn(False, 1), BindingColumn(True, 1), BindingColumn(True, 3), BindingColumn(True, 5),
+                 BindingColumn(True, 1, 1), BindingColumn(True, 1, 3), BindingColumn(True, 1, 5))
+SHORT_COLUMNS = (BindingColumn(True, 1), BindingColumn(True, 5))  # task induction, 1 and 5 inner shots
+HEADLINE = BindingColumn(True, 5)
+
+
+@dataclass(frozen=True)
+class BindingRow:
+    """Which episodes a row of the binding table holds (world.episodes' binding options)."""
+    names: str = "nonsense"  # nonsense | heldback | real
+    templates: str = "paper"  # paper | trained | heldback: the naming sentence (paper layout only)
+    kinds: str = "heldout"  # heldout | seen
+    layout: str = "paper"  # paper | direct
+
+
+def binding_rows(layout):
+    """(row, ways, columns): the paper's Table 2 in full, then the protocol's other settings."""
+    paper = BindingRow(layout=layout)
+    rows = [(paper, ways, PAPER_COLUMNS) for ways in (2, 5)]
+    for other in (BindingRow(layout=layout, names="heldback"), BindingRow(layout=layout, templates="heldback"),
+                  BindingRow(layout=layout, names="heldback", templates="heldback"),
+                  BindingRow(layout=layout, kinds="seen"), BindingRow(layout=layout, names="real"),
+                  BindingRow(layout="direct" if layout == "paper" else "paper")):
+        rows += [(other, ways, SHORT_COLUMNS) for ways in (2, 5)]
+    return rows
+
+
+def binding_table(subject, protocol, rows):
+    table = []
+    for row, ways, columns in rows:
+        cells = [dict(task_induction=c.task_induction, inner_shots=c.inner_shots, repeats=c.repeats,
+                      **answer_cell(subject, protocol, "binding", ways=ways, inner_shots=c.inner_shots,
+                                    repeats=c.repeats + 1, task_induction=c.task_induction,
+                                    names=row.names, templates=row.templates, kinds=row.kinds, layout=row.layout))
+                 for c in columns]
+        table.append(dict(names=row.names, templates=row.templates, kinds=row.kinds, layout=row.layout,
+                          ways=ways, chance=1 / ways, cells=cells))
+    return table
+
+
 FAST_VQA_SHOTS = (0, 1, 3, 5)  # the paper's Table 3: inner shots, no task induction
 
 
-def binding_table(subject, n, seed, *, layouts, names=("nonsense", "real"), ways=(2, 5), columns=BINDING_COLUMNS):
-    """Rows of (names, layout, ways), a cell per column. Nonsense names in every layout given;
-    real names (Real-Name miniImageNet) in the first layout only."""
+def fast_vqa_table(subject, protocol, names=("nonsense", "real"), inner_shots=FAST_VQA_SHOTS):
+    """2-way: two kinds get names, then a picture of both and a question about one, by name."""
     rows = []
     for name_style in names:
-        for layout in layouts if name_style == "nonsense" else layouts[:1]:
-            for w in ways:
-                cells = [dict(task_induction=c.task_induction, inner_shots=c.inner_shots, repeats=c.repeats,
-                              **answer_cell(subject, "binding", n, seed, ways=w, inner_shots=c.inner_shots,
-                                            repeats=c.repeats + 1, task_induction=c.task_induction,
-                                            names=name_style, layout=layout))
-                         for c in columns]
-                rows.append(dict(names=name_style, layout=layout, ways=w, chance=1 / w, cells=cells))
-    return rows
-
-
-def fast_vqa_table(subject, n, seed, layout, *, names=("nonsense", "real"), inner_shots=FAST_VQA_SHOTS):
-    """2-way: two kinds get names, then a picture of both and a question about one, by name.
-    Answering about either object at random scores about 0.5."""
-    rows = []
-    for name_style in names:
-        cells = [dict(inner_shots=k, **answer_cell(subject, "fast_vqa", n, seed, ways=2, inner_shots=k,
-                                                   names=name_style, layout=layout))
+        cells = [dict(inner_shots=k, **answer_cell(subject, protocol, "fast_vqa", ways=2, inner_shots=k,
+                                                   names=name_style, layout=protocol.layout))
                  for k in inner_shots]
-        rows.append(dict(names=name_style, layout=layout, cells=cells))
+        rows.append(dict(names=name_style, layout=protocol.layout, cells=cells))
     return rows
 
 
-# --- prefix separation (here only: the vision trap that makes binding impossible) -------------
+# ---------------------------------------------------------------------------------------------
+# prefix separation (here only: the vision trap that makes binding impossible)
 
 
 @torch.no_grad()
-def prefix_separation(subject, n, seed, kinds, label):
-    """Do different kinds get different visual prefixes? n triplets (a, a', b) of lone things, a
-    and a' of one kind, b of another: the prefixes' mean cosine within and across kinds, how often
-    a is nearer a' than b (0.5 if kinds are mixed at random, 0 if they all collapse onto one
-    prefix), and how often the greedy captions of a and b differ."""
-
-    rng = random.Random(f"separation/{seed}/{label}")
+def prefix_separation(subject, protocol, kinds, label):
+    """Do different kinds get different visual prefixes? Triplets (a, a', b) of lone things, a and
+    a' of one kind, b of another: the prefixes' mean cosine within and across kinds, how often a is
+    nearer a' than b (0.5 if kinds are mixed at random, 0 if they all collapse onto one prefix),
+    and how often the greedy captions of a and b differ."""
+    n = protocol.episodes
+    rng = random.Random(f"separation/{protocol.split}/{protocol.seed}/{label}")
     scenes = []
     for _ in range(n):
         a, b = rng.sample(list(kinds), 2)
@@ -341,44 +370,66 @@ def prefix_separation(subject, n, seed, kinds, label):
                           in zip(scenes[0::3][:3], scenes[2::3][:3], captions[:3], captions[n: n + 3])])
 
 
-def separation_table(subject, n, seed, full=True):
-    rows = [prefix_separation(subject, n, seed, world.HELD_OUT_KINDS, "held-out")]
+def separation_table(subject, protocol, full=True):
+    rows = [prefix_separation(subject, protocol, world.HELD_OUT_KINDS, "held-out")]
     if full:
-        rows.append(prefix_separation(subject, n, seed, world.SEEN_KINDS, "seen"))
+        rows.append(prefix_separation(subject, protocol, world.SEEN_KINDS, "seen"))
     return rows
 
 
-# --- every table of a model, and the comparison across models ---------------------------------
+# ---------------------------------------------------------------------------------------------
+# every table of a model; seeds; the comparison across models
 
 IMAGE_TASKS = ("caption", "vqa", "okvqa", "binding", "fast_vqa", "separation")
 
 
-def run_tasks(subject, tasks, n, seed, layout="paper", full=True):
+def run_tasks(subject, protocol, tasks, full=True):
     """The results of `tasks` for one model, keyed by task. full=False computes only the cells that
     the comparison table shows (and what comes with them for free)."""
-    other = {"direct": "paper", "paper": "direct"}[layout]
     results = {}
     for task in tasks:
         t0 = time.time()
         if task == "caption":
-            results[task] = caption_table(subject, n, seed, ("test", "heldout") if full else ("test",))
+            results[task] = caption_table(subject, protocol, ("seen", "heldout") if full else ("seen",))
         elif task in ("vqa", "okvqa"):
-            results[task] = shots_table(subject, task, n, seed)
-        elif task == "binding" and full:
-            results[task] = binding_table(subject, n, seed, layouts=(layout, other))
+            results[task] = shots_table(subject, protocol, task)
         elif task == "binding":
-            results[task] = binding_table(subject, n, seed, layouts=(layout,), names=("nonsense",), ways=(2,),
-                                          columns=[BindingColumn(task_induction=True, inner_shots=5, repeats=0)])
-        elif task == "fast_vqa" and full:
-            results[task] = fast_vqa_table(subject, n, seed, layout)
+            rows = binding_rows(protocol.layout) if full else [(BindingRow(layout=protocol.layout), 2, (HEADLINE,))]
+            results[task] = binding_table(subject, protocol, rows)
         elif task == "fast_vqa":
-            results[task] = fast_vqa_table(subject, n, seed, layout, names=("nonsense",), inner_shots=(5,))
+            results[task] = (fast_vqa_table(subject, protocol) if full else
+                             fast_vqa_table(subject, protocol, names=("nonsense",), inner_shots=(5,)))
         elif task == "separation":
-            results[task] = separation_table(subject, n, seed, full)
+            results[task] = separation_table(subject, protocol, full)
         else:
             raise ValueError(f"unknown task {task!r}; choose from {IMAGE_TASKS}")
         print(f"{subject.name}: {task} in {time.time() - t0:.0f} s", file=sys.stderr)
     return results
+
+
+def is_cell(x):
+    return isinstance(x, dict) and "acc" in x and "n" in x
+
+
+def merge_seeds(runs):
+    """One model's results from several training seeds (the same structure each) -> the same
+    structure with each accuracy cell the mean over seeds with a t-interval across them, its
+    episodes summed and each seed's accuracy kept; other numbers are averaged."""
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    if is_cell(first):
+        merged = {k: merge_seeds([r[k] for r in runs]) for k in first if k not in ("acc", "ci", "n", "examples")}
+        merged.update(seed_interval([r["acc"] for r in runs]), n=sum(r["n"] for r in runs),
+                      per_seed=[r["acc"] for r in runs], examples=first.get("examples", []))
+        return merged
+    if isinstance(first, dict):
+        return {k: merge_seeds([r[k] for r in runs]) for k in first}
+    if isinstance(first, list) and first and isinstance(first[0], (dict, list)):
+        return [merge_seeds(list(items)) for items in zip(*runs)]
+    if isinstance(first, float):
+        return sum(runs) / len(runs)
+    return first
 
 
 def _find(rows, **keys):
@@ -389,102 +440,64 @@ def compare_cells(results, layout):
     """The comparison table's cells (the paper's Tables 1 and 2 in one row), picked out of one
     model's results; None where that task was not run."""
     cells = {}
-    caption = _find(results.get("caption", []), split="test")
+    caption = _find(results.get("caption", []), kinds="seen")
     cells["caption kind"] = caption and caption["kind"]
     for task, label in (("vqa", "VQA"), ("okvqa", "OKVQA")):
         for k in SHOTS:
             cells[f"{label} {k}-shot"] = _find(results.get(task, []), shots=k)
-    row = _find(results.get("binding", []), names="nonsense", layout=layout, ways=2)
-    cells["bind 2-way 5-shot TI"] = row and _find(row["cells"], task_induction=True, inner_shots=5, repeats=0)
+    row = _find(results.get("binding", []), names="nonsense", templates="paper", kinds="heldout", layout=layout, ways=2)
+    cells["bind 2-way 5-shot TI (chance 0.50)"] = row and _find(row["cells"], task_induction=True, inner_shots=5,
+                                                                 repeats=0)
     row = _find(results.get("fast_vqa", []), names="nonsense")
-    cells["fast-VQA 5-shot"] = row and _find(row["cells"], inner_shots=5)
+    cell = row and _find(row["cells"], inner_shots=5)
+    cells["fast-VQA 5-shot"] = cell
+    cells["fast-VQA random object"] = cell and {"acc": cell["random_object"], "ci": None}
     row = _find(results.get("separation", []), kinds="held-out")
     cells["held-out prefixes apart"] = row and row["nearer"]
     return cells
 
 
-# ---------------------------------------------------------------------------------------------
-# tables (Markdown, shaped like the paper's)
+def model_groups(specs):
+    """'[NAME=]PATH[:blind]' specs grouped by name, in order: a name given several times is one
+    model trained with several seeds."""
+    groups = {}
+    for spec in specs:
+        groups.setdefault(parse_model_spec(spec)[0], []).append(spec)
+    return groups
 
 
-def fmt_or_dash(cell):
-    return fmt(cell) if cell else "–"
+def evaluate_group(name, specs, args, protocol, tasks, full):
+    """Every seed of one model, merged."""
+    runs, entry = [], None
+    for spec in specs:
+        subject, ckpt = load_subject(spec, args.device, args.blind, args.batch_size)
+        entry = entry or {"ckpts": [], "blind": subject.blind, "about": describe_training(ckpt)}
+        entry["ckpts"].append(subject.ckpt)
+        runs.append(run_tasks(subject, protocol, tasks if full else IMAGE_TASKS, full))
+    entry["seeds"] = len(runs)
+    entry["results"] = merge_seeds(runs)
+    return entry
 
 
-def print_model_tables(name, entry, out=print):
-    """Every table of one model's results (the entry of result["models"])."""
-    results, blind = entry["results"], " Every image shown black (blind)." if entry["blind"] else ""
-    out(f"## {name}\n\n`{entry['ckpt']}`: {entry['about']}.{blind}\n")
-    if "caption" in results:
-        out("Captioning new scenes (Conceptual Captions' role), zero-shot: what the caption names right, "
-            "and the reference captions' teacher-forced perplexity.\n")
-        out("| split | kind | colour | count | position | perplexity |")
-        out("|---|---|---|---|---|---|")
-        for r in results["caption"]:
-            split = {"test": "test (seen kinds)", "heldout": "heldout (unseen kinds)"}[r["split"]]
-            out(f"| {split} | " + " | ".join(fmt(r[f]) for f in CAPTION_FIELDS) + f" | {r['perplexity']:.2f} |")
-        for r in results["caption"]:
-            for reference, generated in r["examples"]:
-                out(f"- {r['split']}: {reference!r} -> {generated!r}")
-        out()
-    if "vqa" in results or "okvqa" in results:
-        out("VQA (VQAv2's role: what is visible) and OKVQA (facts only the text states), by solved "
-            "examples in the prompt (the paper's Table 1).\n")
-        out("| task | " + " | ".join(f"{k}-shot" for k in SHOTS) + " |")
-        out("|---|" + "---|" * len(SHOTS))
-        for task, label in (("vqa", "VQA"), ("okvqa", "OKVQA")):
-            if task in results:
-                out(f"| {label} | " + " | ".join(fmt_or_dash(_find(results[task], shots=k)) for k in SHOTS) + " |")
-        out()
-    if "binding" in results:
-        out("Open-ended binding of names to held-out kinds (Open-Ended and Real-Name miniImageNet, the "
-            "paper's Table 2). TI: task induction ('Answer with dax or blicket.'); shots: inner shots; "
-            "rep: extra showings of the support set. Last column: how often the answer is one of the "
-            "episode's names at all, right or wrong (mean over the row).\n")
-        columns = results["binding"][0]["cells"]
-        head = [f"{'TI' if c['task_induction'] else 'no TI'}, {c['inner_shots']} shot, {c['repeats']} rep"
-                for c in columns]
-        out("| names | layout | ways | chance | " + " | ".join(head) + " | a name |")
-        out("|---|---|---|---|" + "---|" * len(head) + "---|")
-        for r in results["binding"]:
-            some = sum(c["some_name"] for c in r["cells"]) / len(r["cells"])
-            out(f"| {r['names']} | {r['layout']} | {r['ways']} | {r['chance']:.2f} | "
-                + " | ".join(fmt(c) for c in r["cells"]) + f" | {some:.2f} |")
-        out()
-    if "fast_vqa" in results:
-        out("Fast-VQA (the paper's Table 3): 2-way; name two kinds, then ask about one of them, by name, "
-            "in a picture of both. Answering about either object at random scores about 0.5.\n")
-        shots = [c["inner_shots"] for c in results["fast_vqa"][0]["cells"]]
-        out("| names | layout | " + " | ".join(f"{k} inner shots" for k in shots) + " |")
-        out("|---|---|" + "---|" * len(shots))
-        for r in results["fast_vqa"]:
-            out(f"| {r['names']} | {r['layout']} | " + " | ".join(fmt(c) for c in r["cells"]) + " |")
-        out()
-    if "separation" in results:
-        out("Prefix separation: for triplets (a, a', b), a and a' of one kind and b of another, the "
-            "visual prefixes' cosine within and across kinds; how often a is nearer a' than b (0 when "
-            "every kind collapses onto one prefix); how often the greedy captions of a and b differ.\n")
-        out("| kinds | triplets | cos within | cos across | a nearer a' | captions differ |")
-        out("|---|---|---|---|---|---|")
-        for r in results["separation"]:
-            out(f"| {r['kinds']} | {r['n']} | {r['within']:.3f} | {r['across']:.3f} | {fmt(r['nearer'])} | "
-                f"{fmt(r['captions_differ'])} |")
-        out()
-
-
-def print_comparison(result, out=print):
-    """Rows: models; columns: the headline cells (the paper's Tables 1 and 2 in one)."""
-    rows = {name: compare_cells(m["results"], result["layout"]) for name, m in result["models"].items()}
-    columns = list(next(iter(rows.values())))
-    out(f"## Comparison\n\nBinding and Fast-VQA in the {result['layout']} layout, nonsense names, 2-way "
-        f"(chance 0.50). Held-out prefixes apart: 'a nearer a'' of the separation table.\n")
-    out("| model | trained | " + " | ".join(columns) + " |")
-    out("|---|---|" + "---|" * len(columns))
-    for name, cells in rows.items():
-        m = result["models"][name]
-        about = m["about"] + (", shown black images" if m["blind"] else "")
-        out(f"| {name} | {about} | " + " | ".join(fmt_or_dash(cells[c]) for c in columns) + " |")
-    out()
+def run_image_tasks(args, protocol, tasks, command, out=print):
+    """Every table of each --ckpt model, the comparison cells of each --compare model, and the
+    comparison table when there are several models."""
+    result = {"command": command, "episodes": protocol.episodes, "seed": protocol.seed, "split": protocol.split,
+              "layout": protocol.layout, "models": {}}
+    out(f"# Frozen on the drawn world\n\nRe-make: `{command}`\n\n{protocol.split} episodes, {protocol.episodes} "
+        f"a cell for each training seed, episode seed {protocol.seed}; greedy decoding, exact match after "
+        f"normalisation, no answer shortlist (the paper's Sec. 4.1). [.] is a 95% interval: across training "
+        f"seeds (t) where a model has several, else over episodes (Wilson).\n")
+    for full, specs in ((True, args.ckpt), (False, args.compare)):
+        for name, group in model_groups(specs).items():
+            entry = evaluate_group(name, group, args, protocol, tasks, full)
+            result["models"][name if name not in result["models"] else f"{name} ({len(result['models'])})"] = entry
+            if full:
+                print_model_tables(name, entry, out)
+    if len(result["models"]) > 1:
+        print_comparison(result, {name: compare_cells(m["results"], protocol.layout)
+                                  for name, m in result["models"].items()}, out)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,20 +510,22 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", nargs="+", default=["out/prefix.pt"], metavar="[NAME=]PATH[:blind]",
-                   help="stage-prefix checkpoint(s): every --task table of each; ':blind' shows that one "
-                        "black images. A stage-lm checkpoint: --task text-binding")
+                   help="stage-prefix checkpoint(s): every --task table of each; one NAME given several times: "
+                        "seeds of one model; ':blind' shows it black images. A stage-lm checkpoint: text-binding")
     p.add_argument("--compare", nargs="*", default=[], metavar="[NAME=]PATH[:blind]",
                    help="more models for the comparison table: only its cells are computed")
     p.add_argument("--task", default="auto",
                    help=f"comma-separated: {', '.join(IMAGE_TASKS)}, all (these), text-binding; "
                         "auto: all for a stage-prefix checkpoint, text-binding for a stage-lm one")
+    p.add_argument("--split", choices=world.EPISODE_SPLITS, default="test",
+                   help="val: the episodes recipes are chosen on; test: the ones reported")
     # paper by default: measured, after a visual prefix the frozen LM goes on with a caption where
     # the direct layout wants a name ('<image> dax.'); '<image> This is a dax.' it binds (README)
     p.add_argument("--layout", choices=("direct", "paper"), default="paper",
-                   help="binding prompt layout of the comparison table and Fast-VQA (the binding table "
-                        "shows both): direct '<image> dax.', paper '<image> This is a dax.'")
+                   help="binding layout of the headline cells and Fast-VQA: direct '<image> dax.', "
+                        "paper '<image> This is a dax.'")
     p.add_argument("--blind", action="store_true", help="show every model black images (the blind baseline)")
-    p.add_argument("--episodes", type=int, default=200, help="episodes per table cell")
+    p.add_argument("--episodes", type=int, default=200, help="episodes per table cell (per seed)")
     p.add_argument("--seed", type=int, default=0, help="episode seed")
     p.add_argument("--batch-size", type=int, default=32, help="episodes per Frozen.generate call")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -533,34 +548,10 @@ def choose_tasks(args):
     return tuple(tasks)
 
 
-def run_image_tasks(args, tasks, command, out=print):
-    """Every table of each --ckpt model, the comparison cells of each --compare model, and the
-    comparison table when there are several models."""
-    result = {"command": command, "episodes": args.episodes, "seed": args.seed, "layout": args.layout,
-              "models": {}}
-    out(f"# Frozen on the drawn world\n\nRe-make: `{command}`\n\n{args.episodes} episodes a cell, seed "
-        f"{args.seed}; greedy decoding, exact match after normalisation (lower case, no punctuation or "
-        f"leading article), no answer shortlist (the paper's Sec. 4.1); [.] is the 95% Wilson "
-        f"interval.\n")
-    for spec, full in [(s, True) for s in args.ckpt] + [(s, False) for s in args.compare]:
-        subject, ckpt = load_subject(spec, args.device, args.blind, args.batch_size)
-        if subject.name in result["models"]:
-            subject.name += f" ({len(result['models'])})"
-        entry = {"ckpt": subject.ckpt, "blind": subject.blind, "about": describe_training(ckpt)}
-        entry["results"] = run_tasks(subject, tasks if full else IMAGE_TASKS, args.episodes, args.seed,
-                                     args.layout, full)
-        result["models"][subject.name] = entry
-        if full:
-            print_model_tables(subject.name, entry, out)
-        del subject
-    if len(result["models"]) > 1:
-        print_comparison(result, out)
-    return result
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    protocol = Protocol(args.episodes, args.seed, args.split, args.layout)
     lines = []
 
     def out(line=""):
@@ -576,11 +567,11 @@ def main(argv=None):
         command = "python eval.py " + " ".join(shlex.quote(a) for a in argv)
         if tasks == TEXT_TASKS:
             lm, tokenizer = load_for_text(parse_model_spec(args.ckpt[0])[1], args.device)
-            result = text_binding_table(lm, tokenizer, args.episodes, args.seed)
+            result = text_binding_table(lm, tokenizer, protocol)
             print_text_binding(result, out)
         else:
             with torch.no_grad():
-                result = run_image_tasks(args, tasks, command, out)
+                result = run_image_tasks(args, protocol, tasks, command, out)
             if args.png and any(t in tasks for t in ("binding", "vqa", "okvqa")):
                 print(f"wrote {plot_results(result, args.png)}", file=sys.stderr)
         for path, text in ((args.json, json.dumps(result, indent=1)), (args.md, "\n".join(lines) + "\n")):

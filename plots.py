@@ -60,7 +60,7 @@ def save_png(img, png_path):
 
 
 def plot_log(log_path, png_path, keys=("loss", "val_loss", "copy", "bind2_direct", "bind5_direct",
-                                         "bind2_paper", "bind5_paper")):
+                                         "bind2_paper", "bind5_paper", "bind2_heldback")):
     """Draw the log's series against step: loss on a left panel, in-context scores on the right."""
     rows = read_log(log_path)
     series = {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys}
@@ -91,7 +91,8 @@ def plot_results(result, png_path):
     for name, m in models:
         for row in m["results"].get("binding", []):
             cells = [c for c in row["cells"] if c["task_induction"] and c["repeats"] == 0]
-            if row["names"] == "nonsense" and row["layout"] == result["layout"] and len(cells) > 1:
+            headline = (row["names"], row.get("templates", "paper"), row.get("kinds", "heldout")) == ("nonsense", "paper", "heldout")
+            if headline and row["layout"] == result["layout"] and len(cells) > 1:
                 binding.append((f"{name} {row['ways']}-way", PLOT_COLOURS[len(binding) % len(PLOT_COLOURS)],
                                 [point(c["inner_shots"], c) for c in cells]))
                 ways_shown.add(row["ways"])

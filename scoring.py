@@ -135,12 +135,12 @@ def answer_text_episodes(lm, tokenizer, episodes, batch_size=64, max_new_tokens=
 
 
 @torch.no_grad()
-def copy_score(lm, tokenizer, n=100, seed=0):
+def copy_score(lm, tokenizer, n=100, seed=0, split="test"):
     """The share of the second half of repeated random word sequences that the LM predicts
     (teacher-forced, greedy): near 0 before induction heads form, near 1 after."""
     device = lm.wte.weight.device
     hits, total = 0, 0
-    for ep in world.episodes("copy", n, seed=seed):
+    for ep in world.episodes("copy", n, seed=seed, split=split):
         prompt = text_prompt_ids(ep.pieces, tokenizer)
         answer = tokenizer.encode(" " + ep.answer)
         ids = torch.tensor([prompt + answer], device=device)
@@ -169,11 +169,15 @@ def binding_cell(lm, tokenizer, n, seed=0, **options):
 
 
 def text_icl_scores(lm, tokenizer, n=100):
-    """The scores stage lm logs every eval_interval: copy, and 2-way / 5-way 1-shot text binding
-    (query described differently) in both layouts."""
-    scores = {"copy": copy_score(lm, tokenizer, n)}
+    """The scores stage lm logs every eval_interval, on validation episodes (recipes are chosen on
+    them): copy; 2-way / 5-way 1-shot text binding (query described differently) in both layouts;
+    and 2-way in the naming sentences the corpus never contains (bind2_heldback)."""
+    scores = {"copy": copy_score(lm, tokenizer, n, split="val")}
     for layout in ("paper", "direct"):
         for ways in (2, 5):
-            cell = binding_cell(lm, tokenizer, n, ways=ways, inner_shots=1, layout=layout, query="different")
+            cell = binding_cell(lm, tokenizer, n, split="val", ways=ways, inner_shots=1, layout=layout,
+                                query="different")
             scores[f"bind{ways}_{layout}"] = cell["acc"]
+    cell = binding_cell(lm, tokenizer, n, split="val", ways=2, inner_shots=1, templates="heldback")
+    scores["bind2_heldback"] = cell["acc"]
     return scores

@@ -44,7 +44,7 @@ def test_an_untrained_lm_binds_at_or_below_chance(world_tokenizer):
     lm = GPT(GPTConfig(vocab_size=world_tokenizer.vocab_size, block_size=256, n_layer=2, n_head=2,
                        n_embd=32)).eval()
     scores = scoring.text_icl_scores(lm, world_tokenizer, n=20)
-    assert set(scores) == {"copy", "bind2_paper", "bind5_paper", "bind2_direct", "bind5_direct"}
+    assert set(scores) == {"copy", "bind2_paper", "bind5_paper", "bind2_direct", "bind5_direct", "bind2_heldback"}
     assert scores["copy"] < 0.1
     assert scores["bind2_paper"] <= 0.5 and scores["bind2_direct"] <= 0.5
     assert scores["bind5_paper"] <= 0.2 and scores["bind5_direct"] <= 0.2

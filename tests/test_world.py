@@ -193,21 +193,37 @@ def test_text_mix_controls_passage_types():
 
 
 PAPER_DESC = r"(?:a|an|one|two|three) [a-z ,]+?\."
-PAPER_BLOCK = PAPER_DESC + r" This is an? [a-z]+\."
-PAPER_PASSAGE = re.compile(rf"(?:Answer with [a-z, ]+\. )?(?:{PAPER_BLOCK} )+"
-                           rf"Question: What is this\? Answer: {PAPER_BLOCK}"
-                           rf"(?: Question: What is this\? Answer: {PAPER_BLOCK})*")
 
 
-def test_corpus_binding_passages_use_the_episode_layout():
-    docs = [d for kind, d in (world.text_document(0, i) for i in range(400)) if kind == "binding"]
-    paper = [d for d in docs if "What is this?" in d]
-    assert len(paper) > 20
-    for d in paper:
-        assert PAPER_PASSAGE.fullmatch(d), d
-    # the episode text, answer appended, has the same layout
+def passage_pattern(naming):
+    """A binding passage in the paper's layout, named in one Naming sentence throughout."""
+    block = PAPER_DESC + " " + re.escape(naming.statement).replace(r"\{a\}", "an?").replace(r"\{name\}", "[a-z]+")
+    ask = re.escape(f"Question: {naming.question} Answer:")
+    return re.compile(rf"(?:Answer with [a-z, ]+\. )?(?:{block} )+{ask} {block}(?: {ask} {block})*")
+
+
+def test_corpus_binding_passages_use_the_episode_layout_in_trained_sentences():
+    docs = [d for kind, d in (world.text_document(0, i) for i in range(800)) if kind == "binding"]
+    named = {n.statement: [d for d in docs if passage_pattern(n).fullmatch(d)] for n in world.TRAINED_NAMINGS}
+    fast_vqa = [d for d in docs if "What colour is the" in d or "Where is the" in d]
+    assert sum(len(v) for v in named.values()) + len(fast_vqa) == len(docs)  # every passage in one sentence
+    assert len(named[world.PAPER_NAMING.statement]) > 20  # the paper's about half the time
+    assert all(len(v) > 0 for v in named.values())
+    # the episode text, answer appended, has the same layout, in the paper's sentence or a held-back one
     for e in episodes("binding", 5, as_text=True, task_induction=True):
-        assert PAPER_PASSAGE.fullmatch(world.episode_text(e) + " " + e.answer + "."), world.episode_text(e)
+        assert passage_pattern(world.PAPER_NAMING).fullmatch(world.episode_text(e) + " " + e.answer + ".")
+    for e in episodes("binding", 20, as_text=True, templates="heldback"):
+        text = world.episode_text(e) + " " + e.answer + "."
+        assert any(passage_pattern(n).fullmatch(text) for n in world.HELD_BACK_NAMINGS), text
+
+
+def test_held_back_names_and_sentences_never_occur_in_the_corpus():
+    text = world.corpus_text(0, 3_000_000)
+    words = set(re.findall(r"[a-z]+", text))
+    assert not words & set(world.HELD_BACK_NAMES) and not words & set(world.NONSENSE_NAMES)
+    for naming in world.HELD_BACK_NAMINGS:
+        for fixed in (naming.statement.split("{")[0], f"Question: {naming.question} Answer:"):
+            assert fixed.strip() not in text, fixed
 
 
 def test_passage_builder_matches_episode_join():

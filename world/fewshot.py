@@ -18,6 +18,7 @@ one space (`_join`).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from .scenes import (KINDS, PAIRED_POSITIONS, POSITION_PHRASES, SIZES, Scene, _group_objects, _staged, article,
                      describe, lone_scene, render, with_article)
@@ -59,11 +60,51 @@ class _Pieces:
 # Binding names to things: the support set, then queries that use the names
 
 
-def _naming(name: str, layout: str) -> str:
-    """What follows a support example: 'This is a dax.' (paper layout) or 'dax.' (direct layout, the
-    name right after the thing, as a caption follows an image)."""
+@dataclass(frozen=True)
+class Naming:
+    """A sentence template of the paper's layout: how a support example is named, and how the query
+    asks for the name so that the answer completes the same sentence:
+    '<thing> This is a dax.' ... 'Question: What is this? Answer: <thing> This is a' -> 'dax'."""
+    statement: str  # "This is {a} {name}."
+    question: str  # "What is this?"
+    lead: str  # "This is {a}": the answer's start; the name comes next
+
+    def name(self, name: str) -> str:
+        return self.statement.format(a=article(name), name=name)
+
+    def ask(self, name: str) -> str:
+        return self.lead.format(a=article(name))
+
+
+PAPER_NAMING = Naming("This is {a} {name}.", "What is this?", "This is {a}")  # the paper's Fig. 1
+# The corpus names things in these (the paper's, about half the time, and the others), so that
+# binding is learnt as "a name after a thing", not as one sentence.
+TRAINED_NAMINGS: tuple[Naming, ...] = (
+    PAPER_NAMING,
+    Naming("That is {a} {name}.", "What is that?", "That is {a}"),
+    Naming("This one is {a} {name}.", "Which one is this?", "This one is {a}"),
+    Naming("The picture shows {a} {name}.", "What does the picture show?", "The picture shows {a}"),
+    Naming("Its name is {name}.", "What is its name?", "Its name is"),
+    Naming("This thing is {a} {name}.", "What is this thing?", "This thing is {a}"),
+    Naming("Here we have {a} {name}.", "What do we have here?", "Here we have {a}"),
+    Naming("You are looking at {a} {name}.", "What are you looking at?", "You are looking at {a}"),
+)
+# Held back for evaluation only: the corpus never contains these sentences (tests check 3M
+# characters of it) and nothing is tuned on them, so binding in them measures binding itself.
+HELD_BACK_NAMINGS: tuple[Naming, ...] = (
+    Naming("Here is {a} {name}.", "What is here?", "Here is {a}"),
+    Naming("We call this {a} {name}.", "What do we call this?", "We call this {a}"),
+    Naming("Look, {a} {name}.", "What do you see?", "Look, {a}"),
+    Naming("It is called {a} {name}.", "What is it called?", "It is called {a}"),
+    Naming("Now you see {a} {name}.", "What do you see now?", "Now you see {a}"),
+)
+
+
+def _naming(name: str, layout: str, naming: Naming = PAPER_NAMING) -> str:
+    """What follows a support example: a Naming sentence, 'This is a dax.' (paper layout), or 'dax.'
+    (direct layout, the name right after the thing, as a caption follows an image)."""
     if layout == "paper":
-        return f"This is {with_article(name)}."
+        return naming.name(name)
     if layout == "direct":
         return f"{name}."
     raise ValueError(f"unknown binding layout {layout!r} (paper or direct)")
@@ -93,7 +134,7 @@ def _query_scene(rng: random.Random, kind: str, support: list[Scene], query: str
     raise ValueError(f"unknown binding query {query!r} (different, same or paraphrase)")
 
 
-def _support(rng, out: _Pieces, chosen, names, inner_shots, repeats, layout, task_induction):
+def _support(rng, out: _Pieces, chosen, names, inner_shots, repeats, layout, task_induction, naming=PAPER_NAMING):
     """The support set: each chosen kind (one way each, named by the parallel `names`) shown
     `inner_shots` times (distinct examples), the whole set repeated `repeats` times, shuffled within
     each repeat; each example followed by its name."""
@@ -106,28 +147,29 @@ def _support(rng, out: _Pieces, chosen, names, inner_shots, repeats, layout, tas
     for _ in range(repeats):
         rng.shuffle(order)
         for k, s in order:
-            pieces += [out.thing(examples[k][s], bare=layout == "direct"), _naming(name_of[k], layout)]
+            pieces += [out.thing(examples[k][s], bare=layout == "direct"), _naming(name_of[k], layout, naming)]
     return name_of, examples, pieces
 
 
 def _support_and_queries(rng, out: _Pieces, chosen, names, inner_shots, repeats, task_induction, layout,
-                         n_queries, ask, **options):
+                         n_queries, ask, naming=PAPER_NAMING, **options):
     """What binding and Fast-VQA share: the support set, then `n_queries` queries, each made by
     ask(name_of, examples) -> (the kind asked about, query pieces, answer). Returns (support pieces,
     [(query pieces, answer)], info); `options` are recorded in info."""
-    name_of, examples, pieces = _support(rng, out, chosen, names, inner_shots, repeats, layout, task_induction)
+    name_of, examples, pieces = _support(rng, out, chosen, names, inner_shots, repeats, layout, task_induction,
+                                         naming)
     queries, query_kinds = [], []
     for _ in range(n_queries):
         kind, query, answer = ask(name_of, examples)
         queries.append((query, answer))
         query_kinds.append(kind)
     info = dict(kinds=chosen, names=name_of, query_kinds=query_kinds, ways=len(chosen), inner_shots=inner_shots,
-                repeats=repeats, layout=layout, **options, task_induction=task_induction)
+                repeats=repeats, layout=layout, **options, task_induction=task_induction, naming=naming.statement)
     return pieces, queries, info
 
 
 def _binding(rng, out: _Pieces, chosen, names, inner_shots=1, repeats=1, task_induction=False,
-             layout="paper", query="different", n_queries=1):
+             layout="paper", query="different", n_queries=1, naming=PAPER_NAMING):
     """Open-ended miniImageNet, re-made: `chosen` kinds are the ways, `names` their names. Each query
     shows one of the kinds again (see _query_scene) and asks its name."""
     style = "paraphrase" if query == "paraphrase" else "plain"
@@ -137,11 +179,11 @@ def _binding(rng, out: _Pieces, chosen, names, inner_shots=1, repeats=1, task_in
         thing = out.thing(_query_scene(rng, kind, examples[kind], query), style, bare=layout == "direct")
         name = name_of[kind]
         if layout == "paper":
-            return kind, ["Question: What is this? Answer:", thing, f"This is {article(name)}"], name
+            return kind, [qa(naming.question), thing, naming.ask(name)], name
         return kind, [thing], name
 
     return _support_and_queries(rng, out, chosen, names, inner_shots, repeats, task_induction, layout,
-                                n_queries, ask, query=query)
+                                n_queries, ask, naming, query=query)
 
 
 def _pair_scene(rng: random.Random, target: str, other: str) -> Scene:
@@ -156,7 +198,7 @@ def _pair_scene(rng: random.Random, target: str, other: str) -> Scene:
 
 
 def _fast_vqa(rng, out: _Pieces, chosen, names, inner_shots=1, repeats=1, task_induction=False,
-              layout="paper", question="any", n_queries=1):
+              layout="paper", question="any", n_queries=1, naming=PAPER_NAMING):
     """Fast-VQA, re-made: bind names to kinds, then ask about a scene using a name. The scene holds
     the named kind and another support kind, in other colours and places, so the name matters."""
 
@@ -171,10 +213,14 @@ def _fast_vqa(rng, out: _Pieces, chosen, names, inner_shots=1, repeats=1, task_i
             q, a = f"Where is the {name}?", POSITION_PHRASES[thing.position]
         else:
             raise ValueError(f"fast_vqa: unknown question {question!r} (colour, position or any)")
+        other_answer = scene.objects[1].colour if qtype == "colour" else POSITION_PHRASES[scene.objects[1].position]
+        scenes.append((scene, other_answer))
         return target, [out.scene(scene), qa(q)], a
 
-    return _support_and_queries(rng, out, chosen, names, inner_shots, repeats, task_induction, layout,
-                                n_queries, ask)
+    scenes = []  # each query's scene, and what answering about the other object in it would say
+    pieces, queries, info = _support_and_queries(rng, out, chosen, names, inner_shots, repeats, task_induction,
+                                                 layout, n_queries, ask, naming)
+    return pieces, queries, dict(info, scenes=[sc for sc, _ in scenes], other_answers=[o for _, o in scenes])
 
 
 # ----------------------------------------------------------------------------------------------

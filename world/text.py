@@ -29,9 +29,9 @@ from dataclasses import dataclass, fields
 from typing import Callable, Iterator
 
 from .drawing import BACKGROUNDS, COLOURS
-from .fewshot import _binding, _fast_vqa, _join, _passage, _Pieces, qa
-from .scenes import (KINDS, NONSENSE_NAMES, NUMBER_WORDS, POSITION_PHRASES, SIZES, Scene, _looks_sentence,
-                     article, caption, describe, lone_scene, noun_phrase, sample_scene, with_article)
+from .fewshot import PAPER_NAMING, TRAINED_NAMINGS, _binding, _fast_vqa, _join, _passage, _Pieces, qa
+from .scenes import (HELD_BACK_NAMES, KINDS, NONSENSE_NAMES, NUMBER_WORDS, POSITION_PHRASES, SIZES, Scene,
+                     _looks_sentence, article, caption, describe, lone_scene, noun_phrase, sample_scene, with_article)
 
 # ----------------------------------------------------------------------------------------------
 # Facts and questions (facts appear only in text, never in captions)
@@ -153,6 +153,7 @@ blob blot blur drum drip drop flag flap flat flip frog from spin span skin skip 
 @functools.cache
 def _reserved_words() -> frozenset[str]:
     words = set(_COMMON) | set(COLOURS) | set(BACKGROUNDS) | set(_PEOPLE) | set(NONSENSE_NAMES)
+    words |= set(HELD_BACK_NAMES)
     for k in KINDS.values():
         text = " ".join([k.name, k.plural, k.sort, k.shape, k.parts, k.texture, *fact_sentences(k.name)])
         words |= set(re.findall(r"[a-z]+", text))
@@ -163,7 +164,7 @@ def _reserved_words() -> frozenset[str]:
 
 def made_up_name(rng: random.Random) -> str:
     """1-2 syllables of consonants + vowel (+ consonants): 'tove', 'quimsel', 'blouck'. Never an English
-    word of the corpus, never one of NONSENSE_NAMES."""
+    word of the corpus, never one of the evaluation's NONSENSE_NAMES or HELD_BACK_NAMES."""
     reserved = _reserved_words()
     while True:
         n = rng.choice((1, 2, 2))
@@ -312,8 +313,10 @@ def passage_binding(rng: random.Random, layout: str = "paper") -> str:
     kinds = list(KINDS)
     real = rng.random() < 0.15  # real names too: the Real-Name miniImageNet layout
     names = None if real else made_up_names(rng, ways)
+    # the paper's naming sentence half of the time, the corpus's other ones otherwise (fewshot.py)
+    naming = PAPER_NAMING if rng.random() < 0.5 else rng.choice(TRAINED_NAMINGS[1:])
     options = dict(inner_shots=inner_shots, repeats=repeats, task_induction=rng.random() < 0.5,
-                   layout=layout, n_queries=rng.randint(1, 4))
+                   layout=layout, n_queries=rng.randint(1, 4), naming=naming)
     chosen = rng.sample(kinds, ways)
     if rng.random() < 0.2:
         pieces, queries, _ = _fast_vqa(rng, out, chosen, names or chosen, **options)
@@ -326,7 +329,7 @@ def passage_binding(rng: random.Random, layout: str = "paper") -> str:
 def _copy_vocabulary() -> tuple[str, ...]:
     words = set(KINDS) | {k.plural for k in KINDS.values()} | set(COLOURS) | set(_PEOPLE) | set(SIZES)
     words |= {w for w in _COMMON if len(w) > 2}
-    return tuple(sorted(words - set(NONSENSE_NAMES)))
+    return tuple(sorted(words - set(NONSENSE_NAMES) - set(HELD_BACK_NAMES)))
 
 
 COPY_WORDS = _copy_vocabulary()

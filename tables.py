@@ -1,0 +1,134 @@
+"""
+eval.py's results as Markdown tables, shaped like the paper's (Frozen, Tables 1-3), each naming
+its episodes, its interval and its baselines.
+"""
+
+from scoring import fmt
+
+SHOT_COUNTS = (0, 1, 4)
+KINDS_LABEL = {"seen": "seen kinds (the encoder saw them in training)", "heldout": "held-out kinds (never seen)"}
+
+
+def fmt_or_dash(cell):
+    return fmt(cell) if cell else "–"
+
+
+def print_text_binding(result, out=print):
+    out(f"Text binding: {result['split']} episodes, {result['episodes_per_cell']} a cell, seed {result['seed']}, "
+        f"greedy, exact match; [.] is the 95% Wilson interval. Copy score {result['copy']:.2f}. Names: "
+        f"nonsense (NONSENSE_NAMES) or heldback (HELD_BACK_NAMES, never tuned on); sentences: paper ('This is "
+        f"a dax.'), trained (the corpus's others) or heldback (never in the corpus).\n")
+    out("| layout | query | names | sentences | ways | inner shots | accuracy | chance | answer is a support name |")
+    out("|---|---|---|---|---|---|---|---|---|")
+    for r in result["rows"]:
+        out(f"| {r['layout']} | {r['query']} | {r['names']} | {r['templates']} | {r['ways']} | {r['inner_shots']} | "
+            f"{fmt(r)} | {r['chance']:.2f} | {r['some_name']:.2f} |")
+
+
+def _find(rows, **keys):
+    return next((r for r in rows if all(r.get(k) == v for k, v in keys.items())), None)
+
+
+def print_captions(rows, out):
+    out("Captioning new scenes (Conceptual Captions' role), zero-shot: what the caption names right, "
+        "and the reference captions' teacher-forced perplexity.\n")
+    out("| kinds | kind | colour | count | position | perplexity |")
+    out("|---|---|---|---|---|---|")
+    for r in rows:
+        fields = " | ".join(fmt(r[f]) for f in ("kind", "colour", "count", "position"))
+        out(f"| {KINDS_LABEL[r['kinds']]} | {fields} | {r['perplexity']:.2f} |")
+    for r in rows:
+        for reference, generated in r["examples"]:
+            out(f"- {r['kinds']}: {reference!r} -> {generated!r}")
+    out()
+
+
+def print_shots(results, out):
+    out("VQA (VQAv2's role: what is visible) and OKVQA (facts only the text states), by solved "
+        "examples in the prompt (the paper's Table 1).\n")
+    out("| task | " + " | ".join(f"{k}-shot" for k in SHOT_COUNTS) + " |")
+    out("|---|" + "---|" * len(SHOT_COUNTS))
+    for task, label in (("vqa", "VQA"), ("okvqa", "OKVQA")):
+        if task in results:
+            out(f"| {label} | " + " | ".join(fmt_or_dash(_find(results[task], shots=k)) for k in SHOT_COUNTS) + " |")
+    out()
+
+
+def column_label(c):
+    return f"{'TI' if c['task_induction'] else 'no TI'}, {c['inner_shots']} shot, {c['repeats']} rep"
+
+
+def print_binding(rows, out):
+    out("Open-ended binding of names to kinds (Open-Ended and Real-Name miniImageNet, the paper's "
+        "Table 2). TI: task induction ('Answer with dax or blicket.'); shots: inner shots; rep: extra "
+        "showings of the support set. Names: nonsense (tuning looked at them), heldback (never tuned on), "
+        "real (the kinds' own); sentences: paper ('This is a dax.') or heldback (never in the corpus). "
+        "Last column: how often the answer is one of the episode's names at all, right or wrong.\n")
+    for columns in dict.fromkeys(tuple(column_label(c) for c in r["cells"]) for r in rows):
+        out("| names | sentences | kinds | layout | ways | chance | " + " | ".join(columns) + " | a name |")
+        out("|---|---|---|---|---|---|" + "---|" * len(columns) + "---|")
+        for r in rows:
+            if tuple(column_label(c) for c in r["cells"]) != columns:
+                continue
+            some = sum(c["some_name"] for c in r["cells"]) / len(r["cells"])
+            out(f"| {r['names']} | {r['templates']} | {r['kinds']} | {r['layout']} | {r['ways']} | {r['chance']:.2f} | "
+                + " | ".join(fmt(c) for c in r["cells"]) + f" | {some:.2f} |")
+        out()
+
+
+def print_fast_vqa(rows, out):
+    out("Fast-VQA (the paper's Table 3): 2-way; name two kinds, then ask about one of them, by name, "
+        "in a picture of both. Baseline: answering about a random object of the picture (half the "
+        "time the other one), the score of a model that sees the picture but cannot bind the name.\n")
+    shots = [c["inner_shots"] for c in rows[0]["cells"]]
+    out("| names | layout | " + " | ".join(f"{k} inner shots" for k in shots) + " | random object |")
+    out("|---|---|" + "---|" * len(shots) + "---|")
+    for r in rows:
+        baseline = sum(c["random_object"] for c in r["cells"]) / len(r["cells"])
+        out(f"| {r['names']} | {r['layout']} | " + " | ".join(fmt(c) for c in r["cells"]) + f" | {baseline:.2f} |")
+    out()
+
+
+def print_separation(rows, out):
+    out("Prefix separation: for triplets (a, a', b), a and a' of one kind and b of another, the "
+        "visual prefixes' cosine within and across kinds; how often a is nearer a' than b (0.5 at "
+        "random, 0 when every kind collapses onto one prefix); how often the captions of a and b differ.\n")
+    out("| kinds | triplets | cos within | cos across | a nearer a' | captions differ |")
+    out("|---|---|---|---|---|---|")
+    for r in rows:
+        out(f"| {r['kinds']} | {r['n']} | {r['within']:.3f} | {r['across']:.3f} | {fmt(r['nearer'])} | "
+            f"{fmt(r['captions_differ'])} |")
+    out()
+
+
+def print_model_tables(name, entry, out=print):
+    """Every table of one model's results (an entry of eval.py's result["models"])."""
+    results = entry["results"]
+    blind = " Every image shown black (blind)." if entry["blind"] else ""
+    seeds = f"{entry['seeds']} training seeds: " if entry["seeds"] > 1 else ""
+    out(f"## {name}\n\n{seeds}{', '.join(f'`{c}`' for c in entry['ckpts'])}: {entry['about']}.{blind}\n")
+    if "caption" in results:
+        print_captions(results["caption"], out)
+    if "vqa" in results or "okvqa" in results:
+        print_shots(results, out)
+    if "binding" in results:
+        print_binding(results["binding"], out)
+    if "fast_vqa" in results:
+        print_fast_vqa(results["fast_vqa"], out)
+    if "separation" in results:
+        print_separation(results["separation"], out)
+
+
+def print_comparison(result, cells, out=print):
+    """Rows: models; columns: the headline cells (the paper's Tables 1 and 2 in one)."""
+    columns = list(next(iter(cells.values())))
+    out(f"## Comparison\n\n{result['split']} episodes. Binding and Fast-VQA in the {result['layout']} layout, "
+        f"nonsense names, held-out kinds, 2-way. Held-out prefixes apart: 'a nearer a'' of the separation "
+        f"table. Baselines: chance, the blind rows, and answering about a random object for Fast-VQA.\n")
+    out("| model | seeds | trained | " + " | ".join(columns) + " |")
+    out("|---|---|---|" + "---|" * len(columns))
+    for name, row in cells.items():
+        m = result["models"][name]
+        about = m["about"] + (", shown black images" if m["blind"] else "")
+        out(f"| {name} | {m['seeds']} | {about} | " + " | ".join(fmt_or_dash(row[c]) for c in columns) + " |")
+    out()
