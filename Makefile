@@ -22,37 +22,47 @@ demo: install
 	$(PYTHON) sample.py --ckpt $(OUT)/prefix.pt --shots examples/
 	$(PYTHON) sample.py --ckpt $(OUT)/prefix.pt --caption-sheet $(OUT)/captions.png
 
-# The paper's experiments re-made on the world (eval.py): one LM, stage prefix for Frozen and for
-# each ablation, then every table into $(PAPER)/results.md (+ .json, + .png). Each step resumes
-# from its checkpoint, so running it again continues where it stopped. PRESET=tiny: 2 CPU cores,
-# under an hour in all; PRESET=small: one GPU (use another OUT for it: runs resume by folder).
+# The paper's experiments re-made on the world (eval.py), by the protocol of eval.py's docstring:
+# for each seed in SEEDS the whole pipeline (an LM, then stage prefix for Frozen and for the
+# ablations that carry the paper's claims: train-blind, fine-tuned LM, LM from scratch), the
+# prefix-length ablation with the first seed only; then every table on the TEST episodes, each
+# cell the mean over the seeds with a t-interval across them, into $(PAPER)/results.md (+ .json,
+# + .png). Each step resumes from its checkpoint, so running it again continues where it stopped.
+# PRESET=tiny: 2 CPU cores, about 2.2 hours; PRESET=small: one GPU (use another OUT for it).
 PRESET ?= tiny
 PAPER ?= $(OUT)/paper
-# tiny: the demo's recipe (text binding is at its ceiling by step 2500), prefix runs at the
-# preset's 64 px (at 32 px small objects are a few pixels and kinds are not learnt)
-# The prefix-length ablation trains the paper's lengths (n = 1, 2, 4) that the preset does not use:
-# tiny uses n = 4 (it measured best on the world), small the paper's n = 2.
+SEEDS ?= 0 1 2
+FIRST_SEED = $(firstword $(SEEDS))
+# per seed and cell: 3 seeds x 70 = 210 test episodes a cell
+PAPER_EPISODES ?= 70
+# the prefix-length ablation trains the paper's lengths that the preset does not use
+# (tiny: n = 4, measured better on the world; small: the paper's n = 2)
 ifeq ($(PRESET),tiny)
-PAPER_EPISODES ?= 100
 PAPER_N ?= 1 2
 endif
 PAPER_N ?= 1 4
 PAPER_LM_FLAGS ?=
 PAPER_PREFIX_FLAGS ?=
-PAPER_EPISODES ?= 200
-PREFIX = $(PYTHON) train.py --stage prefix --preset $(PRESET) --lm-ckpt $(PAPER)/lm/lm.pt --resume $(PAPER_PREFIX_FLAGS)
+LM_RUN = $(PYTHON) train.py --stage lm --preset $(PRESET) --resume $(PAPER_LM_FLAGS)
+PREFIX_RUN = $(PYTHON) train.py --stage prefix --preset $(PRESET) --resume $(PAPER_PREFIX_FLAGS)
+ABLATIONS = frozen train-blind finetune-lm lm-scratch
+FLAGS_frozen =
+FLAGS_train-blind = --blind
+FLAGS_finetune-lm = --finetune-lm
+FLAGS_lm-scratch = --lm-init scratch
+seeds_of = $(foreach s,$(SEEDS),$(1)=$(PAPER)/seed$(s)/$(1)/prefix.pt$(2))
 
 paper: install
-	$(PYTHON) train.py --stage lm --preset $(PRESET) --out-dir $(PAPER)/lm --resume $(PAPER_LM_FLAGS)
-	$(PREFIX) --out-dir $(PAPER)/frozen
-	$(PREFIX) --out-dir $(PAPER)/train-blind --blind
-	$(PREFIX) --out-dir $(PAPER)/finetune-lm --finetune-lm
-	$(PREFIX) --out-dir $(PAPER)/lm-scratch --lm-init scratch
-	$(foreach n,$(PAPER_N),$(PREFIX) --out-dir $(PAPER)/n$(n) --n-prefix $(n) &&) true
-	$(PYTHON) eval.py --episodes $(PAPER_EPISODES) --ckpt frozen=$(PAPER)/frozen/prefix.pt \
-		--compare blind=$(PAPER)/frozen/prefix.pt:blind train-blind=$(PAPER)/train-blind/prefix.pt \
-		finetune-lm=$(PAPER)/finetune-lm/prefix.pt lm-scratch=$(PAPER)/lm-scratch/prefix.pt \
-		$(foreach n,$(PAPER_N),n$(n)=$(PAPER)/n$(n)/prefix.pt) \
+	$(foreach s,$(SEEDS), \
+		$(LM_RUN) --seed $(s) --out-dir $(PAPER)/seed$(s)/lm && \
+		$(foreach a,$(ABLATIONS),$(PREFIX_RUN) --seed $(s) --lm-ckpt $(PAPER)/seed$(s)/lm/lm.pt \
+			--out-dir $(PAPER)/seed$(s)/$(a) $(FLAGS_$(a)) &&) true &&) true
+	$(foreach n,$(PAPER_N),$(PREFIX_RUN) --seed $(FIRST_SEED) --lm-ckpt $(PAPER)/seed$(FIRST_SEED)/lm/lm.pt \
+		--out-dir $(PAPER)/seed$(FIRST_SEED)/n$(n) --n-prefix $(n) &&) true
+	$(PYTHON) eval.py --split test --episodes $(PAPER_EPISODES) --ckpt $(call seeds_of,frozen) \
+		--compare $(foreach s,$(SEEDS),blind=$(PAPER)/seed$(s)/frozen/prefix.pt:blind) \
+		$(call seeds_of,train-blind) $(call seeds_of,finetune-lm) $(call seeds_of,lm-scratch) \
+		$(foreach n,$(PAPER_N),n$(n)=$(PAPER)/seed$(FIRST_SEED)/n$(n)/prefix.pt) \
 		--md $(PAPER)/results.md --json $(PAPER)/results.json --png $(PAPER)/results.png
 
 # The LM-block comparison (Pang et al. 2024) on the world's kinds, lmblock.py: NF-ResNet alone, +
@@ -60,7 +70,7 @@ paper: install
 # block; each with the seeds in LMB_SEEDS (one table row per variant: the mean over its seeds and
 # a t-interval across them).
 # Needs a stage-lm checkpoint: LM=out/lm.pt after `make demo`, the default after `make paper`.
-LM ?= $(PAPER)/lm/lm.pt
+LM ?= $(PAPER)/seed$(FIRST_SEED)/lm/lm.pt
 LMB = $(OUT)/lmblock
 LMB_SEEDS ?= 0 1 2
 LMBLOCK = $(PYTHON) lmblock.py train --preset $(PRESET) --lm-ckpt $(LM) --resume
