@@ -33,7 +33,8 @@ no answer shortlist. The image tasks (paper -> here):
   Open-Ended            bind names to kinds from the prompt, name a new picture: 2- and 5-way, the
   miniImageNet          paper's Table 2 columns; Real-Name miniImageNet with the kinds' own names
   Fast-VQA              bind names, then answer a question that uses one: 0/1/3/5 inner shots
-  (here only)           prefix separation: do two kinds get different visual prefixes?
+  (here only)           prefix separation: do two kinds get different visual prefixes? and the
+                        ladder: the same binding episodes with text, own captions, prefixes
 """
 
 import argparse
@@ -53,8 +54,8 @@ from checkpoint import checkpoint_kind, load_for_text, load_frozen
 from data import InputError, black_images, encode_pieces, image_to_tensor
 from frozen import caption_targets
 from plots import plot_log, plot_results
-from scoring import (answer_text, binding_cell, copy_score, exact_match, normalize_answer, score_binding,
-                     seed_interval, stop_ids, summarize)
+from scoring import (answer_text, answer_text_episodes, binding_cell, copy_score, exact_match, normalize_answer,
+                     score_binding, seed_interval, stop_ids, summarize)
 from tables import print_comparison, print_model_tables, print_text_binding
 
 
@@ -378,9 +379,44 @@ def separation_table(subject, protocol, full=True):
 
 
 # ---------------------------------------------------------------------------------------------
+# the ladder (here only): where binding through images breaks
+
+
+@torch.no_grad()
+def own_captions(subject, images):
+    """The model's greedy caption of each image, its first sentence: what it 'says' it sees."""
+    shown = [world.Episode([im], "", "caption") for im in images]
+    return [c + "." for c in generate_answers(subject, shown, max_new_tokens=32)]
+
+
+def ladder_table(subject, protocol, ways=2, inner_shots=5):
+    """The same binding episodes (paper layout, task induction) with each image replaced by (a) its
+    reference description, as text: the text upper bound; (b) the model's own caption of it, as
+    text; (c) its visual prefix, as Frozen reads it. (b) against (c): does the prefix carry the
+    thing while the LM cannot match one prefix against another? (a) against (b): do the captions
+    lose the kind?"""
+    rows = []
+    options = dict(ways=ways, inner_shots=inner_shots, task_induction=True, layout=protocol.layout)
+    for kinds in ("seen", "heldout"):
+        images = image_episodes(subject, protocol, "binding", kinds=kinds, **options)
+        texts = world.episodes("binding", protocol.episodes, protocol.seed, split=protocol.split, as_text=True,
+                               kinds=kinds, **options)
+        pictures = [p for e in images for p in e.pieces if not isinstance(p, str)]
+        captions = iter(own_captions(subject, pictures))
+        captioned = [world.Episode([p if isinstance(p, str) else next(captions) for p in e.pieces], e.answer,
+                                   e.task, e.info) for e in images]
+        lm, tok = subject.model.lm, subject.tokenizer
+        rungs = {"reference text": score_binding(answer_text_episodes(lm, tok, texts), texts),
+                 "own captions as text": score_binding(answer_text_episodes(lm, tok, captioned), captioned),
+                 "visual prefixes": score_binding(generate_answers(subject, images), images)}
+        rows.append(dict(kinds=kinds, ways=ways, inner_shots=inner_shots, **rungs))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # every table of a model; seeds; the comparison across models
 
-IMAGE_TASKS = ("caption", "vqa", "okvqa", "binding", "fast_vqa", "separation")
+IMAGE_TASKS = ("caption", "vqa", "okvqa", "binding", "fast_vqa", "separation", "ladder")
 
 
 def run_tasks(subject, protocol, tasks, full=True):
@@ -401,6 +437,10 @@ def run_tasks(subject, protocol, tasks, full=True):
                              fast_vqa_table(subject, protocol, names=("nonsense",), inner_shots=(5,)))
         elif task == "separation":
             results[task] = separation_table(subject, protocol, full)
+        elif task == "ladder" and full:
+            results[task] = ladder_table(subject, protocol)
+        elif task == "ladder":
+            continue  # a diagnostic: not in the comparison
         else:
             raise ValueError(f"unknown task {task!r}; choose from {IMAGE_TASKS}")
         print(f"{subject.name}: {task} in {time.time() - t0:.0f} s", file=sys.stderr)

@@ -101,6 +101,19 @@ def print_separation(rows, out):
     out()
 
 
+def print_ladder(rows, out):
+    out("The ladder: the same binding episodes (2-way, task induction, 5 inner shots) with each image "
+        "replaced by its reference description as text (the text upper bound), by the model's own "
+        "caption of it as text, or by its visual prefix (Frozen as it is). Own captions above prefixes: "
+        "the prefix carries the thing but the frozen LM does not match one prefix against another.\n")
+    rungs = ("reference text", "own captions as text", "visual prefixes")
+    out("| kinds | chance | " + " | ".join(rungs) + " |")
+    out("|---|---|" + "---|" * len(rungs))
+    for r in rows:
+        out(f"| {KINDS_LABEL[r['kinds']]} | {1 / r['ways']:.2f} | " + " | ".join(fmt(r[k]) for k in rungs) + " |")
+    out()
+
+
 def print_model_tables(name, entry, out=print):
     """Every table of one model's results (an entry of eval.py's result["models"])."""
     results = entry["results"]
@@ -117,6 +130,8 @@ def print_model_tables(name, entry, out=print):
         print_fast_vqa(results["fast_vqa"], out)
     if "separation" in results:
         print_separation(results["separation"], out)
+    if "ladder" in results:
+        print_ladder(results["ladder"], out)
 
 
 def print_comparison(result, cells, out=print):

@@ -119,6 +119,10 @@ def test_every_table_and_the_comparison(prefix_ckpt, tmp_path, capsys):
     assert rows == full + short
     assert r["binding"][0]["cells"][3]["inner_shots"] == 5 and r["binding"][0]["chance"] == 0.5
     assert all(0.5 <= c["random_object"] <= 1 for f in r["fast_vqa"] for c in f["cells"])
+    assert [row["kinds"] for row in r["ladder"]] == ["seen", "heldout"]
+    assert all(row[rung]["n"] == n for row in r["ladder"]
+               for rung in ("reference text", "own captions as text", "visual prefixes"))
+    assert "ladder" not in blind["results"]  # a diagnostic, not a comparison cell
     assert [[c["inner_shots"] for c in f["cells"]] for f in r["fast_vqa"]] == [[0, 1, 3, 5]] * 2
     assert [s["kinds"] for s in r["separation"]] == ["held-out", "seen"]
     # the comparison model gets the comparison's cells only, and both are in its table
@@ -128,7 +132,7 @@ def test_every_table_and_the_comparison(prefix_ckpt, tmp_path, capsys):
     assert md.strip() in capsys.readouterr().out
     assert "## Comparison" in md and "| blind |" in md and "| frozen |" in md
     assert f"test episodes, {n} a cell" in md and "Re-make: `python eval.py --ckpt" in md
-    assert "random object" in md
+    assert "random object" in md and "The ladder" in md
     assert Image.open(tmp_path / "r.png").size[0] > 1000
 
 
