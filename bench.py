@@ -2,7 +2,7 @@
 Benchmark each stage: throughput, step time, model FLOPs utilisation (MFU) and peak memory.
 
   python bench.py                                  # every stage, tiny preset, CUDA if present
-  python bench.py --stage lm --dtype bfloat16      # bf16 autocast, on CPUs too (AMX: wins from width ~256)
+  python bench.py --stage lm --baseline            # ours against a plain GPT of the same size
   python bench.py --stage lm --n-embd 256          # any GPT or Frozen config field is a flag
   python bench.py --preset small --compile --json  # one GPU; JSON for machines
 
@@ -12,7 +12,20 @@ fused on CUDA) and its clipping (global norm for the LM, AGC for the encoder), u
 autocast. The data is random tokens and images made once on the device, so data loading (drawing
 the world, decoding, tokenising, the DataLoader) is *not* measured: the rates are upper bounds
 for train.py's. A step is one batch of --batch-size (grad_accum is ignored). The first --warmup
-steps (allocator, kernel choice, torch.compile) run untimed.
+steps (allocator, kernel choice, torch.compile) run untimed; their seconds are reported
+(`warmup_s`), so that a compile's cost is seen. Contenders (ours and the baseline, cached and
+uncached sampling) are timed in turns, --rounds times, and each rate is the median of its rounds:
+on a shared machine, a slow spell then hits both instead of one.
+
+--dtype auto (the default): bf16 on CUDA. On a CPU, bf16 autocast pays only where the CPU has
+bf16 arithmetic (avx512_bf16, AMX) and the model is big enough, so each stage times a few steps
+in float32 and in bf16 on this CPU, for the config at hand, and keeps the faster
+(`fastest_cpu_dtype`).
+
+--baseline (stage lm): a plain GPT of the same size, written for the comparison below
+(`PlainGPT`: learned absolute positions, causal SDPA, nothing else), is timed in the same run with
+the same batch, context, dtype, optimizer step and threads. With --compile both are compiled,
+and both are timed eager too: compile is a trick the baseline can use as well.
 
 FLOPs per training step (matmuls and convolutions only; elementwise ops are not counted):
 - lm: nanoGPT's estimate_mfu (after PaLM, Chowdhery et al. 2022, App. B): 6N per token for the
@@ -36,12 +49,18 @@ process and torch (a few hundred MiB), and a later stage's number includes the e
 """
 
 import argparse
+import dataclasses
 import json
+import platform
 import resource
+import statistics
+import subprocess
 import sys
 import time
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import train
@@ -50,6 +69,71 @@ from gpt import GPT, GPTConfig
 
 # dense (non-sparse) bf16 tensor-core peak, TFLOP/s, NVIDIA datasheets; first match wins
 PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0)]
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # bf16 dot products; AMX tiles
+
+
+# ---------------------------------------------------------------------------------------------
+# the CPU: its name, its bf16 arithmetic, the autocast dtype that is fastest on it. Self-contained
+# (torch and the standard library only), so that a training script can take them over.
+
+
+def cpu_name():
+    """lscpu's "Model name", else /proc/cpuinfo's "model name", else what platform knows."""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for line in cpuinfo_lines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpuinfo_lines():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read().splitlines()
+    except OSError:  # not Linux
+        return []
+
+
+def cpu_bf16_flags():
+    """{flag: bool} for the bf16 features of CPU_BF16_FLAGS, from /proc/cpuinfo's flags (all False
+    where there is no /proc/cpuinfo)."""
+    flags = set()
+    for line in cpuinfo_lines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {flag: flag in flags for flag in CPU_BF16_FLAGS}
+
+
+def fastest_cpu_dtype(step, steps=2, rounds=3):
+    """Time step() under CPU autocast in float32 (no autocast) and bfloat16, in turns, after one
+    untimed call each; return (the faster dtype, {dtype: median seconds per step}).
+
+    step: a callable without arguments doing one training step (forward, backward, optimizer),
+    without an autocast of its own. It trains what it trains: give it a model whose weights do
+    not matter, or a copy.
+    """
+    def run(dtype):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            step()
+
+    dtypes = (torch.float32, torch.bfloat16)
+    for dtype in dtypes:
+        run(dtype)  # untimed: the allocator, oneDNN's kernel choice, a compile for this dtype
+    seconds = {dtype: [] for dtype in dtypes}
+    for _ in range(rounds):
+        for dtype in dtypes:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                run(dtype)
+            seconds[dtype].append((time.perf_counter() - t0) / steps)
+    median = {dtype: statistics.median(s) for dtype, s in seconds.items()}
+    return min(median, key=median.get), median
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,16 +145,30 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def seconds_per_call(fn, calls, warmup, device):
-    """Mean wall time of fn() over `calls` calls, after `warmup` calls that are not timed."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t0) / calls
+def time_in_turns(contenders, rt, steps, rounds, warmup):
+    """contenders {name: fn}: each fn() runs under rt's autocast, `warmup` untimed calls first;
+    then `rounds` rounds in which each contender makes `steps` calls in turn. Returns
+    {name: (median seconds per call, seconds of the warmup calls)}."""
+    def run(fn):
+        with rt.autocast():
+            fn()
+
+    warmup_s = {}
+    for name, fn in contenders.items():
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            run(fn)
+        sync(rt.device)
+        warmup_s[name] = time.perf_counter() - t0
+    seconds = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                run(fn)
+            sync(rt.device)
+            seconds[name].append((time.perf_counter() - t0) / steps)
+    return {name: (statistics.median(s), warmup_s[name]) for name, s in seconds.items()}
 
 
 def reset_peak_memory(device):
@@ -111,14 +209,73 @@ def gpt_flops_per_token(model, T, weight_grads=True):
     return matmuls + 12 * c.n_layer * c.n_embd * T
 
 
-def result(args, rt, stage, config, batch, rate, unit, step_s, flops_per_step=None):
+def result(args, rt, stage, config, batch, rate, unit, step_s, warmup_s, flops_per_step=None):
     """One row of the table."""
     tflops = flops_per_step / step_s / 1e12 if flops_per_step else None
     peak = peak_flops(rt.device, args.peak_tflops)
     return {"stage": stage, "device": str(rt.device), "dtype": str(rt.dtype).replace("torch.", ""),
             "config": config, "batch": batch, "rate": rate, "unit": unit, "step_ms": step_s * 1000,
-            "tflops": tflops, "mfu": tflops * 1e12 / peak if (tflops and peak) else None,
+            "warmup_s": warmup_s, "tflops": tflops, "mfu": tflops * 1e12 / peak if (tflops and peak) else None,
             "peak_mem_mib": peak_memory_mib(rt.device)}
+
+
+def stage_runtime(args, rt, step):
+    """rt with the stage's autocast dtype: the one asked for, or with --dtype auto on a CPU the
+    faster of float32 and bf16 for this stage's step; and the measured bf16/fp32 speed ratio."""
+    if args.dtype != "auto" or rt.device.type != "cpu":
+        return rt, None
+    dtype, seconds = fastest_cpu_dtype(step)
+    return dataclasses.replace(rt, dtype=dtype), seconds[torch.float32] / seconds[torch.bfloat16]
+
+
+# ---------------------------------------------------------------------------------------------
+# the baseline of --baseline: a plain GPT, written for the comparison and used nowhere else.
+# GPT-2's layers as in nanoGPT (bias=False) with learned absolute positions and causal SDPA;
+# no RoPE, no smeared keys, no KV cache.
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.n_head = c.n_head
+        self.ln_1, self.ln_2 = nn.LayerNorm(c.n_embd, bias=False), nn.LayerNorm(c.n_embd, bias=False)
+        self.qkv = nn.Linear(c.n_embd, 3 * c.n_embd, bias=False)
+        self.proj = nn.Linear(c.n_embd, c.n_embd, bias=False)
+        self.fc = nn.Linear(c.n_embd, 4 * c.n_embd, bias=False)
+        self.fc_proj = nn.Linear(4 * c.n_embd, c.n_embd, bias=False)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        return x + self.fc_proj(F.gelu(self.fc(self.ln_2(x))))
+
+
+class PlainGPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.blocks = nn.ModuleList([PlainBlock(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,30 +291,46 @@ def describe_gpt(model):
     return f"GPT {c.n_layer}x{c.n_embd} V{c.vocab_size} {model.num_params() / 1e6:.1f}M"
 
 
-def bench_lm(args, rt):
-    """A train.py stage-lm step on random tokens: forward, backward, clip, AdamW."""
-    cfg = train.LMConfig(**train.PRESETS["lm"][args.preset]["train"])
-    model_cfg = gpt_config(args)
-    B, T = args.batch_size or cfg.batch_size, model_cfg.block_size
-    torch.manual_seed(0)
-    model = GPT(model_cfg).to(rt.device).train()
-    optimizer = train.make_optimizer(train.decay_groups(model.parameters(), cfg.weight_decay), cfg, rt.device)
-    train_model = torch.compile(model) if args.compile else model
-    x = torch.randint(model_cfg.vocab_size, (B, T), device=rt.device)
-    y = torch.randint(model_cfg.vocab_size, (B, T), device=rt.device)
+def lm_step(model, x, y, cfg, device, compile_it):
+    """A train.py stage-lm step on fixed tokens: forward, backward, clip, AdamW."""
+    optimizer = train.make_optimizer(train.decay_groups(model.parameters(), cfg.weight_decay), cfg, device)
+    train_model = torch.compile(model) if compile_it else model
 
     def step():
-        with rt.autocast():
-            _, loss = train_model(x, targets=y)
+        _, loss = train_model(x, targets=y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def bench_lm(args, rt):
+    """Stage lm on random tokens; with --baseline, PlainGPT too (and with --compile, both eager
+    and compiled)."""
+    cfg = train.LMConfig(**train.PRESETS["lm"][args.preset]["train"])
+    model_cfg = gpt_config(args)
+    B, T = args.batch_size or cfg.batch_size, model_cfg.block_size
+    x = torch.randint(model_cfg.vocab_size, (B, T), device=rt.device)
+    y = torch.randint(model_cfg.vocab_size, (B, T), device=rt.device)
+    models = {"lm": GPT, "lm_baseline": PlainGPT} if args.baseline else {"lm": GPT}
+    contenders, described, flops = {}, {}, {}
+    for name, cls in models.items():
+        torch.manual_seed(0)
+        model = cls(model_cfg).to(rt.device).train()
+        variants = {name: args.compile, name + "_eager": False} if args.compile and args.baseline else {name: args.compile}
+        for variant, compiled in variants.items():  # eager and compiled: the same weights and optimizer
+            contenders[variant] = lm_step(model, x, y, cfg, rt.device, compiled)
+            described[variant] = (f"{'baseline: plain ' if cls is PlainGPT else ''}{describe_gpt(model)}, T {T}"
+                                  f"{', compiled' if compiled else ''}")
+            flops[variant] = gpt_flops_per_token(model, T) * B * T
+    rt, bf16_speedup = stage_runtime(args, rt, contenders["lm"])
     reset_peak_memory(rt.device)
-    step_s = seconds_per_call(step, args.steps, args.warmup, rt.device)
-    return result(args, rt, "lm", f"{describe_gpt(model)}, T {T}", B, B * T / step_s, "tok/s", step_s,
-                  gpt_flops_per_token(model, T) * B * T)
+    timed = time_in_turns(contenders, rt, args.steps, args.rounds, args.warmup)
+    rows = {name: result(args, rt, "lm", described[name], B, B * T / step_s, "tok/s", step_s, warmup_s, flops[name])
+            for name, (step_s, warmup_s) in timed.items()}
+    return rows, bf16_speedup
 
 
 def bench_prefix(args, rt):
@@ -178,8 +351,7 @@ def bench_prefix(args, rt):
     inputs, targets = (t.to(rt.device) for t in caption_targets(captions, frozen_cfg.n_prefix, eot_id=0, pad_id=1))
 
     def step():
-        with rt.autocast():
-            loss = train_model(images, inputs, targets)
+        loss = train_model(images, inputs, targets)
         loss.backward()
         train.clip_prefix_gradients(model, cfg)
         optimizer.step()
@@ -188,57 +360,87 @@ def bench_prefix(args, rt):
     encoder_flops = 3 * forward_flops(lambda: model.vision(images))
     positions = frozen_cfg.n_prefix + L
     lm_flops = gpt_flops_per_token(model.lm, positions, weight_grads=False) * B * positions
+    rt, bf16_speedup = stage_runtime(args, rt, step)
     reset_peak_memory(rt.device)
-    step_s = seconds_per_call(step, args.steps, args.warmup, rt.device)
+    (step_s, warmup_s), = time_in_turns({"prefix": step}, rt, args.steps, args.rounds, args.warmup).values()
     config = (f"{frozen_cfg.encoder} {S}px n={frozen_cfg.n_prefix}, caption {L}, "
               f"frozen {describe_gpt(model.lm)}")
-    return result(args, rt, "prefix", config, B, B / step_s, "pairs/s", step_s, encoder_flops + lm_flops)
+    row = result(args, rt, "prefix", config, B, B / step_s, "pairs/s", step_s, warmup_s, encoder_flops + lm_flops)
+    return {"prefix": row}, bf16_speedup
 
 
 def bench_sample(args, rt):
-    """Greedy generation of --new-tokens after a --prompt-len prompt, with and without the KV cache."""
+    """Greedy generation of --new-tokens after a --prompt-len prompt, with and without the KV cache
+    (no stop tokens: every row makes all of them)."""
     model_cfg = gpt_config(args)
     torch.manual_seed(0)
     model = GPT(model_cfg).to(rt.device).eval()
     B, P, N = args.sample_batch, args.prompt_len, args.new_tokens
     prompt = torch.randint(model_cfg.vocab_size, (B, P), device=rt.device)
+    contenders = {"sample_cached": lambda: model.generate(prompt, max_new_tokens=N),
+                  "sample_uncached": lambda: model.generate(prompt, max_new_tokens=N, use_cache=False)}
+    rt, bf16_speedup = stage_runtime(args, rt, contenders["sample_cached"])
+    reset_peak_memory(rt.device)
+    timed = time_in_turns(contenders, rt, 1, args.rounds, min(args.warmup, 1))
     rows = {}
-    for name, use_cache in (("sample_cached", True), ("sample_uncached", False)):
-        def generate():
-            with rt.autocast():
-                # no stop tokens: every row makes all N tokens
-                model.generate(prompt, max_new_tokens=N, use_cache=use_cache)
-
-        reset_peak_memory(rt.device)
-        call_s = seconds_per_call(generate, args.steps, min(args.warmup, 1), rt.device)
-        config = f"{describe_gpt(model)}, {'KV cache' if use_cache else 'no cache'}, {P} + {N} tokens"
+    for name, (call_s, warmup_s) in timed.items():
+        config = f"{describe_gpt(model)}, {'KV cache' if name == 'sample_cached' else 'no cache'}, {P} + {N} tokens"
         # step: one new token (one forward of the batch)
-        rows[name] = result(args, rt, "sample", config, B, B * N / call_s, "tok/s", call_s / N)
-    return rows
+        rows[name] = result(args, rt, "sample", config, B, B * N / call_s, "tok/s", call_s / N, warmup_s)
+    return rows, bf16_speedup
 
 
 # ---------------------------------------------------------------------------------------------
 # report
 
 
+def ratios_of(rows):
+    """The speed ratios that answer questions: ours against the baseline, compiled against eager,
+    the KV cache against none."""
+    ratios = {}
+
+    def ratio(name, a, b):
+        if a in rows and b in rows:
+            ratios[name] = rows[a]["rate"] / rows[b]["rate"]
+
+    ratio("lm / baseline", "lm", "lm_baseline")
+    ratio("lm compiled / baseline eager", "lm", "lm_baseline_eager")
+    ratio("lm eager / baseline eager", "lm_eager", "lm_baseline_eager")
+    ratio("lm compiled / lm eager", "lm", "lm_eager")
+    ratio("baseline compiled / baseline eager", "lm_baseline", "lm_baseline_eager")
+    ratio("KV cache / none", "sample_cached", "sample_uncached")
+    return ratios
+
+
+def machine(rt):
+    device = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu"
+    return {"device": device, "cpu": cpu_name(), "cpu_bf16": cpu_bf16_flags(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
 def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def print_table(results, rt):
-    print(f"bench.py: synthetic data (data loading not measured), {rt.device}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    header = ["stage", "dtype", "batch", "rate", "step ms", "TFLOP/s", "MFU", "peak MiB", "config"]
+def print_report(results):
+    m = results["machine"]
+    bf16 = ", ".join(f"{flag} {'yes' if has else 'no'}" for flag, has in m["cpu_bf16"].items())
+    print(f"bench.py: {m['cpu']} ({bf16}), {m['device']}, {m['threads']} threads, torch {m['torch']}; "
+          f"synthetic data (data loading not measured)")
+    for name, value in results["ratios"].items():
+        print(f"  {name}: {value:.2f}x")
+    for stage, choice in results["dtype_auto"].items():
+        print(f"  --dtype auto, {stage}: bf16 measured {choice['bf16_over_fp32']:.2f}x fp32's speed -> {choice['picked']}")
+    rows = {name: row for name, row in results.items() if isinstance(row, dict) and "rate" in row}
+    header = ["row", "dtype", "batch", "rate", "step ms", "warmup s", "TFLOP/s", "MFU", "peak MiB", "config"]
     lines = [header]
-    for row in (r for r in results.values() if isinstance(r, dict)):
-        lines.append([row["stage"], row["dtype"], str(row["batch"]), f"{row['rate']:,.0f} {row['unit']}",
-                      f"{row['step_ms']:.2f}", fmt(row["tflops"], ".3g"), fmt(row["mfu"], ".1%"),
-                      f"{row['peak_mem_mib']:,.0f}", row["config"]])
+    for name, row in rows.items():
+        lines.append([name, row["dtype"], str(row["batch"]), f"{row['rate']:,.0f} {row['unit']}",
+                      f"{row['step_ms']:.2f}", f"{row['warmup_s']:.1f}", fmt(row["tflops"], ".3g"),
+                      fmt(row["mfu"], ".1%"), f"{row['peak_mem_mib']:,.0f}", row["config"]])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-    if "kv_cache_speedup" in results:
-        print(f"KV cache speedup: {results['kv_cache_speedup']:.1f}x (sample step = one new token)")
 
 
 def parse_args(argv):
@@ -248,12 +450,14 @@ def parse_args(argv):
                         help="which stage to measure (default: all)")
     parser.add_argument("--preset", choices=["tiny", "small"], default="tiny",
                         help="train.py's preset for the model configs and batch sizes")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps (sampling: timed generate calls)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round (sampling: one generate call)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of turns between the contenders (median)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (sampling: at most 1)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="autocast precision; auto: bfloat16 on CUDA, float32 on CPU")
+                        help="autocast precision; auto: bf16 on CUDA, on a CPU the faster of the two, measured")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training models")
+    parser.add_argument("--baseline", action="store_true", help="stage lm: time a plain GPT of the same size too")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="rows per training step (default: the preset's, per stage)")
     parser.add_argument("--caption-len", type=int, default=16, help="caption tokens per image (prefix)")
@@ -271,20 +475,23 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
-    rt = train.setup_runtime(args.device, args.dtype)
-    stages = ["lm", "prefix", "sample"] if args.stage == "all" else [args.stage]
-    results = {}
-    if "lm" in stages:
-        results["lm"] = bench_lm(args, rt)
-    if "prefix" in stages:
-        results["prefix"] = bench_prefix(args, rt)
-    if "sample" in stages:
-        results.update(bench_sample(args, rt))
-        results["kv_cache_speedup"] = results["sample_cached"]["rate"] / results["sample_uncached"]["rate"]
+    rt = train.setup_runtime(args.device, "float32" if args.dtype == "auto" else args.dtype)
+    if args.dtype == "auto" and rt.device.type == "cuda":
+        rt = dataclasses.replace(rt, dtype=torch.bfloat16)
+    stages = {"lm": bench_lm, "prefix": bench_prefix, "sample": bench_sample}
+    rows, dtype_auto = {}, {}
+    for stage, bench_stage in stages.items():
+        if args.stage in (stage, "all"):
+            stage_rows, bf16_speedup = bench_stage(args, rt)
+            rows.update(stage_rows)
+            if bf16_speedup is not None:
+                picked = next(iter(stage_rows.values()))["dtype"]
+                dtype_auto[stage] = {"bf16_over_fp32": bf16_speedup, "picked": picked}
+    results = {"machine": machine(rt), "ratios": ratios_of(rows), "dtype_auto": dtype_auto, **rows}
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print_table(results, rt)
+        print_report(results)
     return results
 
 

@@ -52,18 +52,21 @@ class GPTConfig:
 
 
 def rope_tables(head_dim, max_len, base):
-    """cos and sin tables of shape (max_len, head_dim), one frequency per pair of channels."""
+    """cos and sin tables of shape (max_len, head_dim), one frequency per pair of channels (i, i + hd/2).
+
+    The pair (x1, x2) turns into (x1 cos - x2 sin, x2 cos + x1 sin). The sin table carries that
+    minus sign in its first half, so that rotating is x * cos + swap_halves(x) * sin, with no
+    negation at each call.
+    """
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
     angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (max_len, head_dim/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (max_len, head_dim)
-    return angles.cos(), angles.sin()
+    return torch.cat([angles.cos(), angles.cos()], dim=-1), torch.cat([-angles.sin(), angles.sin()], dim=-1)
 
 
 def apply_rope(x, cos, sin):
-    """Rotate each channel pair of x (B, nh, T, hd) by its position's angle (cos, sin: (B, 1, T, hd))."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return x * cos + rotated * sin
+    """Rotate each channel pair of x (..., hd) by its position's angle; cos, sin (from rope_tables)
+    broadcast against x."""
+    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), sin)  # x cos + (halves swapped) sin
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,22 +75,21 @@ def apply_rope(x, cos, sin):
 
 class KVCache:
     """Keys and values of every layer for the positions seen so far, so each new token costs one
-    position of compute instead of the whole sequence."""
+    position of compute instead of the whole sequence. Allocated once, for the longest sequence."""
 
     def __init__(self, config, batch_size, max_len, device, dtype):
-        hd = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, max_len, hd)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, config.n_head, max_len, config.n_embd // config.n_head)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.last_raw_k = [None] * config.n_layer  # smeared keys: the unmixed key of the last position
         self.length = 0  # positions filled
 
     def update(self, layer, k, v):
         """Store k, v (B, nh, T, hd) after the filled positions; return all keys and values so far."""
         start, end = self.length, self.length + k.size(2)
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
 class CausalSelfAttention(nn.Module):
@@ -104,34 +106,40 @@ class CausalSelfAttention(nn.Module):
         self.smear = nn.Parameter(torch.zeros(config.n_head)) if config.smear_keys else None
 
     def forward(self, x, cos, sin, positions, mask=None, cache=None, layer=0):
+        """x (B, T, C); cos, sin broadcast against (B, T, 2, nh, hd): (T, 1, 1, hd), or
+        (B, T, 1, 1, hd) for positions that differ between rows. mask (B, 1, T, S) or None: causal."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, nh, T, hd)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        qk, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).split([2, 1], dim=2)
         if self.smear is not None and positions is not None:  # no order, no previous token
-            k = self.smear_keys(k, positions, cache, layer)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k = qk.unbind(2)
+            qk = torch.stack([q, self.smear_keys(k, positions, mask, cache, layer)], dim=2)
+        q, k = apply_rope(qk, cos, sin).unbind(2)  # q and k rotated in one op
+        # (B, T, nh, hd) -> (B, nh, T, hd): views, as the attention kernel takes them
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.squeeze(2).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, S, hd), S = cached + T
         dropout = self.dropout if self.training else 0.0
-        if mask is None:  # the whole sequence at once: the fused kernel builds the causal mask
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
+        # no mask: causal, which the fused kernel builds itself; one query (a decoding step
+        # without padding) sees every key
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                           is_causal=mask is None and T > 1)
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads
         return self.resid_dropout(self.proj(y))
 
-    def smear_keys(self, k, positions, cache, layer):
-        """k'_j = s k_j + (1 - s) k_{j-1}; a sequence's first token has no previous key (zero)."""
-        previous = torch.zeros_like(k[:, :, :1])
+    def smear_keys(self, k, positions, mask, cache, layer):
+        """k'_j = s k_j + (1 - s) k_{j-1} for k (B, T, nh, hd); a sequence's first token has no
+        previous key (zero)."""
+        last = cache.last_raw_k[layer] if cache is not None else None
+        if last is None:
+            previous = F.pad(k[:, :-1], (0, 0, 0, 0, 1, 0))  # zero before the first token
+        else:  # decoding: the previous key is the cache's
+            previous = last if k.size(1) == 1 else torch.cat([last, k[:, :-1]], dim=1)
         if cache is not None:
-            if cache.last_raw_k[layer] is not None:
-                previous = cache.last_raw_k[layer]
-            cache.last_raw_k[layer] = k[:, :, -1:]
-        previous = torch.cat([previous, k[:, :, :-1]], dim=2)  # (B, nh, T, hd)
-        previous = previous * (positions > 0)[:, None, :, None].to(k.dtype)  # left padding: none either
-        s = torch.sigmoid(self.smear).view(1, -1, 1, 1).to(k.dtype)
-        return s * k + (1 - s) * previous
+            cache.last_raw_k[layer] = k[:, -1:]
+        if mask is not None:  # left padding (it comes with a mask): a row's first real token is at position 0
+            previous = previous * (positions > 0)[:, :, None, None]
+        s = torch.sigmoid(self.smear).to(k.dtype).view(-1, 1)  # (nh, 1)
+        return torch.lerp(previous, k, s)  # previous + s (k - previous)
 
 
 class MLP(nn.Module):
@@ -175,6 +183,7 @@ class GPT(nn.Module):
         cos, sin = rope_tables(config.n_embd // config.n_head, 4 * config.block_size, config.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.rope_in_dtype = {}  # the tables in other dtypes (bf16 autocast), made once each
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
@@ -193,6 +202,23 @@ class GPT(nn.Module):
         """Token ids (B, T) -> input embeddings (B, T, C): the space the visual prefix is written into."""
         return self.wte(idx)
 
+    def rope(self, positions, start, T, dtype):
+        """cos and sin for positions start..start+T-1 of every row, (T, 1, 1, hd): a slice of the
+        tables; or, given positions (B, T), each row's own, (B, T, 1, 1, hd)."""
+        cos, sin = self.rope_cos, self.rope_sin
+        if dtype != cos.dtype:
+            key = (dtype, cos.device)
+            if key not in self.rope_in_dtype:
+                self.rope_in_dtype[key] = cos.to(dtype), sin.to(dtype)
+            cos, sin = self.rope_in_dtype[key]
+        longest = start + T if positions is None else positions.max() + 1
+        if longest > cos.size(0):
+            raise ValueError(f"sequence of {longest} positions is longer than the "
+                             f"{cos.size(0)} this model supports (4 x block_size)")
+        if positions is None:
+            return cos[start:start + T, None, None], sin[start:start + T, None, None]
+        return cos[positions][:, :, None, None], sin[positions][:, :, None, None]
+
     def forward(self, idx=None, embeds=None, targets=None, positions=None, mask=None, cache=None):
         """Logits (B, T, vocab) for token ids `idx` (B, T) or input embeddings `embeds` (B, T, C).
 
@@ -204,14 +230,10 @@ class GPT(nn.Module):
         x = self.embed(idx) if idx is not None else embeds
         B, T, _ = x.shape
         start = cache.length if cache is not None else 0
-        if positions is None:
+        cos, sin = self.rope(positions, start, T, linear_output_dtype(x))
+        if positions is None:  # smeared keys need the positions; a plain sequence's are 0..T-1
             positions = torch.arange(start, start + T, device=x.device).expand(B, T)
-        if positions.max() >= self.rope_cos.size(0):
-            raise ValueError(f"sequence of {positions.max() + 1} positions is longer than the "
-                             f"{self.rope_cos.size(0)} this model supports (4 x block_size)")
-        cos = self.rope_cos[positions].unsqueeze(1).to(x.dtype)  # (B, 1, T, hd)
-        sin = self.rope_sin[positions].unsqueeze(1).to(x.dtype)
-        if mask is None and start > 0:  # new tokens after a cache see every cached position
+        if mask is None and start > 0 and T > 1:  # new tokens after a cache see every cached position
             mask = causal_mask(torch.ones(B, start + T, dtype=torch.bool, device=x.device), T)
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
@@ -225,7 +247,7 @@ class GPT(nn.Module):
                                ignore_index=-100)
         return logits, loss
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, idx=None, embeds=None, prompt_mask=None, max_new_tokens=32, temperature=0.0,
                  top_k=None, top_p=None, stop_tokens=(), use_cache=True, generator=None):
         """Continue a batch of prompts; return the new token ids of each row as a list.
@@ -238,33 +260,47 @@ class GPT(nn.Module):
         """
         x = self.embed(idx) if idx is not None else embeds
         B, T, _ = x.shape
+        N = max_new_tokens
+        device = x.device
         if prompt_mask is None:
-            prompt_mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
-        valid = prompt_mask.clone()  # (B, S): which positions are real, grows by one per step
-        positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # each row counts from its first real token
-        cache = KVCache(self.config, B, T + max_new_tokens, x.device, x.dtype) if use_cache else None
-        out = torch.zeros(B, 0, dtype=torch.long, device=x.device)
-        done = torch.zeros(B, dtype=torch.bool, device=x.device)
-        step_input, step_positions = x, positions
-        for _ in range(max_new_tokens):
-            if use_cache:
-                n_new = step_input.size(1)
-                logits, _ = self(embeds=step_input, positions=step_positions,
-                                 mask=causal_mask(valid, n_new), cache=cache)
-            else:
-                seq = torch.cat([x, self.embed(out)], dim=1)
-                logits, _ = self(embeds=seq, positions=positions, mask=causal_mask(valid, seq.size(1)))
+            prompt_mask = torch.ones(B, T, dtype=torch.bool, device=device)
+        # Everything the loop needs is made once, for all T + N positions: which are real (the
+        # prompt's, then every new token), and each row's position, counted from its first real token.
+        valid = torch.cat([prompt_mask, prompt_mask.new_ones(B, N)], dim=1)  # (B, T + N)
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+        padded = not bool(prompt_mask.all())
+        stop = torch.tensor(sorted(stop_tokens), dtype=torch.long, device=device)
+        out = torch.zeros(B, N, dtype=torch.long, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        cache = KVCache(self.config, B, T + N, device, x.dtype) if use_cache else None
+        logits, _ = self(embeds=x, positions=positions[:, :T], mask=causal_mask(valid[:, :T], T), cache=cache)
+        n_out = 0
+        while n_out < N:
             next_token = pick_token(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
-            next_token = torch.where(done, torch.zeros_like(next_token), next_token)
-            out = torch.cat([out, next_token[:, None]], dim=1)
-            done |= torch.isin(next_token, torch.tensor(list(stop_tokens), device=x.device, dtype=torch.long))
-            if done.all():
+            out[:, n_out] = next_token.masked_fill(done, 0)
+            n_out += 1
+            if len(stop_tokens):
+                done |= torch.isin(out[:, n_out - 1], stop)
+                if done.all():
+                    break
+            if n_out == N:
                 break
-            next_position = positions[:, -1:] + 1
-            positions = torch.cat([positions, next_position], dim=1)
-            valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=x.device)], dim=1)
-            step_input, step_positions = self.embed(next_token[:, None]), next_position
-        return [cut_at_stop(row, stop_tokens) for row in out.tolist()]
+            S = T + n_out  # positions so far, the new token's included
+            if use_cache and padded:  # the new token alone; it sees the real cached positions
+                logits, _ = self(out[:, n_out - 1:n_out], positions=positions[:, S - 1:S],
+                                 mask=valid[:, None, None, :S], cache=cache)
+            elif use_cache:  # no padding: positions count from the cache's length; no mask
+                logits, _ = self(out[:, n_out - 1:n_out], cache=cache)
+            else:  # the whole sequence again
+                seq = torch.cat([x, self.embed(out[:, :n_out])], dim=1)
+                logits, _ = self(embeds=seq, positions=positions[:, :S], mask=causal_mask(valid[:, :S], S))
+        return [cut_at_stop(row, stop_tokens) for row in out[:, :n_out].tolist()]
+
+
+def linear_output_dtype(x):
+    """The dtype q and k will have: autocast's when it is on (bf16), else x's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 def causal_mask(valid, n_query):

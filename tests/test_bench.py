@@ -1,37 +1,71 @@
-"""bench.py: every stage runs through the real code paths and reports positive numbers (no timing
-assertions: the machine is shared)."""
+"""bench.py: every stage runs through the real code paths and reports positive numbers, ratios and
+the machine (no timing assertions: the machine is shared)."""
 
 import json
 
+import torch
+
 import bench
 
-TINY = ["--steps", "2", "--warmup", "1", "--batch-size", "2", "--n-layer", "1", "--n-embd", "32",
-        "--n-head", "2", "--vocab-size", "64", "--block-size", "16", "--image-size", "32",
-        "--caption-len", "4", "--prompt-len", "4", "--new-tokens", "4"]
-ROW_KEYS = {"stage", "device", "dtype", "config", "batch", "rate", "unit", "step_ms", "tflops", "mfu",
+TINY = ["--steps", "1", "--rounds", "2", "--warmup", "1", "--batch-size", "2", "--n-layer", "1",
+        "--n-embd", "32", "--n-head", "2", "--vocab-size", "64", "--block-size", "16", "--image-size", "32",
+        "--caption-len", "4", "--prompt-len", "4", "--new-tokens", "4", "--device", "cpu"]
+ROW_KEYS = {"stage", "device", "dtype", "config", "batch", "rate", "unit", "step_ms", "warmup_s", "tflops", "mfu",
             "peak_mem_mib"}
+ROWS = {"lm", "prefix", "sample_cached", "sample_uncached"}
 
 
-def test_every_stage_reports_rates_flops_and_memory(capsys):
-    results = bench.main([*TINY, "--device", "cpu", "--json"])
-    assert set(results) == {"lm", "prefix", "sample_cached", "sample_uncached", "kv_cache_speedup"}
-    for name in ("lm", "prefix", "sample_cached", "sample_uncached"):
+def test_every_stage_reports_rates_flops_memory_and_the_machine(capsys):
+    results = bench.main([*TINY, "--json"])
+    assert set(results) == ROWS | {"machine", "ratios", "dtype_auto"}
+    for name in ROWS:
         row = results[name]
         assert set(row) == ROW_KEYS
         assert row["rate"] > 0 and row["step_ms"] > 0 and row["peak_mem_mib"] > 0, row
         assert row["mfu"] is None  # a CPU has no known peak unless --peak-tflops is given
     assert results["lm"]["unit"] == "tok/s" and results["prefix"]["unit"] == "pairs/s"
     assert results["lm"]["tflops"] > 0 and results["prefix"]["tflops"] > 0
-    assert results["kv_cache_speedup"] > 0
+    assert results["ratios"]["KV cache / none"] > 0
+    assert results["machine"]["cpu"] and set(results["machine"]["cpu_bf16"]) == set(bench.CPU_BF16_FLAGS)
+    # --dtype auto on a CPU: every stage measured both and ran in the one it picked
+    assert set(results["dtype_auto"]) == {"lm", "prefix", "sample"}
+    for stage, choice in results["dtype_auto"].items():
+        assert choice["bf16_over_fp32"] > 0
+        assert results["sample_cached" if stage == "sample" else stage]["dtype"] == choice["picked"]
     assert json.loads(capsys.readouterr().out) == results  # --json prints exactly what main returns
 
 
-def test_bf16_autocast_and_a_given_peak_give_mfu():
-    results = bench.main([*TINY, "--stage", "lm", "--device", "cpu", "--dtype", "bfloat16",
-                          "--peak-tflops", "1"])
-    row = results["lm"]
-    assert row["dtype"] == "bfloat16"
+def test_the_table_prints_ratios_and_the_cpu_first(capsys):
+    bench.main([*TINY, "--stage", "sample", "--dtype", "float32"])
+    lines = capsys.readouterr().out.splitlines()
+    assert bench.cpu_name() in lines[0]
+    assert lines[1].strip().startswith("KV cache / none:")
+
+
+def test_baseline_runs_in_the_same_dtype_and_gives_the_ratio():
+    # (--compile adds the eager rows; not tested here: a CPU compile takes most of a minute)
+    results = bench.main([*TINY, "--stage", "lm", "--baseline", "--dtype", "bfloat16"])
+    assert {results[name]["dtype"] for name in ("lm", "lm_baseline")} == {"bfloat16"}
+    assert "baseline: plain" in results["lm_baseline"]["config"]
+    assert results["ratios"]["lm / baseline"] > 0
+
+
+def test_a_given_peak_gives_mfu():
+    row = bench.main([*TINY, "--stage", "lm", "--dtype", "float32", "--peak-tflops", "1"])["lm"]
     assert row["mfu"] == row["tflops"] / 1.0 > 0
+
+
+def test_fastest_cpu_dtype_times_both_and_picks_the_faster():
+    calls = []
+
+    def step():  # bf16 made slow on purpose
+        calls.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        if calls[-1] == torch.bfloat16:
+            torch.randn(300, 300) @ torch.randn(300, 300)
+
+    dtype, seconds = bench.fastest_cpu_dtype(step, steps=1, rounds=2)
+    assert set(seconds) == {torch.float32, torch.bfloat16} and calls.count(torch.bfloat16) == 3
+    assert dtype == torch.float32 == min(seconds, key=seconds.get)
 
 
 def test_lm_flops_are_nanogpts_estimate():

@@ -57,21 +57,33 @@ def test_rope_scores_depend_only_on_relative_position():
     assert score(5, 2) != pytest.approx(score(5, 3), abs=1e-3)
 
 
+def test_rope_rotates_each_channel_pair_by_position_times_frequency():
+    """Su et al. 2021, eq. 34 in GPT-NeoX's pairing: channel i pairs with i + hd/2."""
+    hd, pos = 8, 5
+    cos, sin = rope_tables(hd, 16, 10000.0)
+    x = torch.randn(hd)
+    angle = pos * 10000.0 ** (-torch.arange(0, hd, 2).float() / hd)
+    x1, x2 = x[: hd // 2], x[hd // 2:]
+    expected = torch.cat([x1 * angle.cos() - x2 * angle.sin(), x2 * angle.cos() + x1 * angle.sin()])
+    assert torch.allclose(apply_rope(x, cos[pos], sin[pos]), expected, atol=1e-6)
+
+
 def test_attention_matches_a_hand_written_reference():
     """softmax(QK^T / sqrt(d) + causal mask) V, per head, written out with no fused kernel."""
     torch.manual_seed(0)
     attn = GPT(CFG).blocks[0].attn
     model = GPT(CFG)
     x = torch.randn(2, 7, 32)
-    cos = model.rope_cos[:7].view(1, 1, 7, 16)
-    sin = model.rope_sin[:7].view(1, 1, 7, 16)
+    cos, sin = model.rope_cos[:7], model.rope_sin[:7]  # (T, hd), against (B, nh, T, hd) below
     q, k, v = attn.qkv(x).split(32, dim=2)
     q, k, v = (t.view(2, 7, 2, 16).transpose(1, 2) for t in (q, k, v))
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     scores = q @ k.transpose(-1, -2) / math.sqrt(16)
     scores = scores.masked_fill(torch.triu(torch.ones(7, 7, dtype=torch.bool), 1), float("-inf"))
     expected = attn.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 7, 32))
-    assert torch.allclose(attn(x, cos, sin, torch.arange(7).expand(2, 7)), expected, atol=1e-5)
+    # the layer takes them against (B, T, 2, nh, hd): q and k side by side
+    out = attn(x, cos[:, None, None], sin[:, None, None], torch.arange(7).expand(2, 7))
+    assert torch.allclose(out, expected, atol=1e-5)
 
 
 def test_loss_ignores_minus_100_targets(model):
@@ -155,7 +167,43 @@ def test_smeared_keys_mix_in_the_previous_key_only():
     torch.manual_seed(0)
     model = GPT(dataclasses.replace(CFG, smear_keys=True))
     attn = model.blocks[0].attn
-    k = torch.randn(1, 2, 5, 16)
-    out = attn.smear_keys(k, torch.arange(5)[None], None, 0)
-    assert torch.allclose(out[:, :, 0], 0.5 * k[:, :, 0])  # the first token has no previous key
-    assert torch.allclose(out[:, :, 3], 0.5 * k[:, :, 3] + 0.5 * k[:, :, 2])
+    k = torch.randn(1, 5, 2, 16)  # (B, T, nh, hd)
+    out = attn.smear_keys(k, torch.arange(5)[None], None, None, 0)
+    assert torch.allclose(out[:, 0], 0.5 * k[:, 0])  # the first token has no previous key
+    assert torch.allclose(out[:, 3], 0.5 * k[:, 3] + 0.5 * k[:, 2])
+
+
+# Greedy outputs of gpt.py as it was before the decoding speed-ups (commit 2bfd12a), for the model
+# and prompts below: the new code must return exactly these tokens. Top-2 logit gaps along these
+# paths are >= 0.0065, far above float rounding, so a change of rounding cannot flip a token.
+PINNED = {
+    False: dict(ids=[[28, 79, 12, 12, 12, 12, 12, 28, 13, 12], [71, 71, 71, 71, 71, 71, 71, 62, 62, 1],
+                     [12, 90, 13, 13, 13, 13, 13, 13, 13, 13]],
+                embeds=[[13, 64, 12, 13, 64, 13, 64, 13, 64, 13], [13, 51, 1, 13, 1, 13, 71, 13, 13, 13]],
+                stop_tokens=(12, 71), stopped=[[28, 79], [], []]),
+    True: dict(ids=[[12, 12, 12, 12, 12, 79, 79, 79, 79, 79], [13, 19, 13, 33, 87, 13, 91, 12, 13, 69],
+                    [79, 79, 91, 79, 82, 91, 43, 79, 13, 7]],
+               embeds=[[84, 71, 12, 26, 63, 67, 92, 79, 84, 92], [15, 29, 79, 79, 79, 13, 12, 12, 12, 12]],
+               stop_tokens=(12, 91), stopped=[[], [13, 19, 13, 33, 87, 13], [79, 79]]),
+}
+
+
+@pytest.mark.parametrize("smear", [False, True], ids=["plain", "smeared-keys"])
+def test_greedy_outputs_are_the_pinned_ones(smear):
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(CFG, smear_keys=smear)).eval()
+    for p in model.parameters():  # far from the init's small weights, so every token depends on everything
+        if p.dim() > 1 or p.numel() == CFG.n_head:  # the matrices, and the smeared keys' gates
+            p.data.normal_(0.0, 0.35 if p.dim() > 1 else 1.0)
+    gen = torch.Generator().manual_seed(1)
+    ids = [torch.randint(0, 97, (n,), generator=gen) for n in (5, 9, 3)]
+    embeds = [torch.randn(n, 32, generator=gen) * 0.5 for n in (4, 7)]
+    pinned = PINNED[smear]
+    batch, mask = left_pad(ids)
+    for use_cache in (True, False):
+        assert model.generate(batch, prompt_mask=mask, max_new_tokens=10, use_cache=use_cache) == pinned["ids"]
+    assert model.generate(ids[1][None], max_new_tokens=10) == [pinned["ids"][1]]  # alone, unpadded
+    e, e_mask = left_pad(embeds)
+    assert model.generate(embeds=e, prompt_mask=e_mask, max_new_tokens=10) == pinned["embeds"]
+    stopped = model.generate(batch, prompt_mask=mask, max_new_tokens=10, stop_tokens=pinned["stop_tokens"])
+    assert stopped == pinned["stopped"]
