@@ -489,25 +489,6 @@ class StepBatches(torch.utils.data.Sampler):
                 yield [self._perm(j // self.n)[j % self.n].item() for j in range(first, first + self.batch_size)]
 
 
-class WorldKinds(torch.utils.data.Dataset):
-    """One thing per image, labelled with its kind: the world's image classification task (the
-    ImageNet stand-in for the LM-block comparison). Labels index world.SEEN_KINDS."""
-
-    def __init__(self, image_size, seed=0, split="train", length=1_000_000):
-        self.world, self.image_size, self.split, self.seed, self.length = world, image_size, split, seed, length
-        self.kinds = world.SEEN_KINDS
-
-    def __len__(self):
-        return self.length
-
-    def __getitem__(self, i):
-        rng = random.Random(f"kinds/{self.seed}/{self.split}/{i}")
-        label = rng.randrange(len(self.kinds))
-        scene = self.world.lone_scene(rng, self.kinds[label], position=rng.choice(self.world.POSITIONS))
-        image = self.world.render(scene, self.image_size, rng)
-        return image_to_tensor(image, self.image_size), label
-
-
 # ---------------------------------------------------------------------------------------------
 # prompts: interleaved images and text
 
