@@ -75,7 +75,6 @@ class Protocol:
 TEXT_ROWS = [dict(layout=layout, query=query, names="nonsense", templates="paper")
              for layout in ("paper", "direct") for query in ("different", "same", "paraphrase")]
 TEXT_ROWS += [dict(layout="paper", query="different", names="heldback", templates="paper"),
-              dict(layout="paper", query="different", names="nonsense", templates="trained"),
               dict(layout="paper", query="different", names="nonsense", templates="heldback"),
               dict(layout="paper", query="different", names="heldback", templates="heldback")]
 

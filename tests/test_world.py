@@ -202,19 +202,26 @@ def passage_pattern(naming):
     return re.compile(rf"(?:Answer with [a-z, ]+\. )?(?:{block} )+{ask} {block}(?: {ask} {block})*")
 
 
-def test_corpus_binding_passages_use_the_episode_layout_in_trained_sentences():
-    docs = [d for kind, d in (world.text_document(0, i) for i in range(800)) if kind == "binding"]
-    named = {n.statement: [d for d in docs if passage_pattern(n).fullmatch(d)] for n in world.TRAINED_NAMINGS}
+def test_corpus_binding_passages_use_the_episode_layout():
+    docs = [d for kind, d in (world.text_document(0, i) for i in range(400)) if kind == "binding"]
+    paper = [d for d in docs if passage_pattern(world.PAPER_NAMING).fullmatch(d)]
     fast_vqa = [d for d in docs if "What colour is the" in d or "Where is the" in d]
-    assert sum(len(v) for v in named.values()) + len(fast_vqa) == len(docs)  # every passage in one sentence
-    assert len(named[world.PAPER_NAMING.statement]) > 20  # the paper's about half the time
-    assert all(len(v) > 0 for v in named.values())
+    assert len(paper) > 20 and len(paper) + len(fast_vqa) == len(docs)  # the paper's sentence throughout
     # the episode text, answer appended, has the same layout, in the paper's sentence or a held-back one
     for e in episodes("binding", 5, as_text=True, task_induction=True):
         assert passage_pattern(world.PAPER_NAMING).fullmatch(world.episode_text(e) + " " + e.answer + ".")
     for e in episodes("binding", 20, as_text=True, templates="heldback"):
         text = world.episode_text(e) + " " + e.answer + "."
         assert any(passage_pattern(n).fullmatch(text) for n in world.HELD_BACK_NAMINGS), text
+
+
+def test_other_naming_sentences_when_the_share_is_lowered(monkeypatch):
+    import world.text
+
+    monkeypatch.setattr(world.text, "PAPER_NAMING_SHARE", 0.5)
+    docs = [d for kind, d in (world.text_document(0, i) for i in range(800)) if kind == "binding"]
+    named = {n.statement: [d for d in docs if passage_pattern(n).fullmatch(d)] for n in world.TRAINED_NAMINGS}
+    assert all(len(v) > 0 for v in named.values())
 
 
 def test_held_back_names_and_sentences_never_occur_in_the_corpus():

@@ -77,8 +77,8 @@ class Naming:
 
 
 PAPER_NAMING = Naming("This is {a} {name}.", "What is this?", "This is {a}")  # the paper's Fig. 1
-# The corpus names things in these (the paper's, about half the time, and the others), so that
-# binding is learnt as "a name after a thing", not as one sentence.
+# Sentences the corpus can name things in: the paper's, and others that text.PAPER_NAMING_SHARE < 1
+# mixes in (so that binding might be learnt as "a name after a thing", not as one sentence).
 TRAINED_NAMINGS: tuple[Naming, ...] = (
     PAPER_NAMING,
     Naming("That is {a} {name}.", "What is that?", "That is {a}"),
