@@ -13,19 +13,23 @@ autocast. The data is random tokens and images made once on the device, so data 
 the world, decoding, tokenising, the DataLoader) is *not* measured: the rates are upper bounds
 for train.py's. A step is one batch of --batch-size (grad_accum is ignored). The first --warmup
 steps (allocator, kernel choice, torch.compile) run untimed; their seconds are reported
-(`warmup_s`), so that a compile's cost is seen. Contenders (ours and the baseline, cached and
-uncached sampling) are timed in turns, --rounds times, and each rate is the median of its rounds:
-on a shared machine, a slow spell then hits both instead of one.
+(`warmup_s`, and `measure_s` for --dtype auto's trial steps, which compile first under --compile),
+so that a compile's cost is seen. Contenders (ours and the baseline, cached and uncached
+sampling) are timed in turns, --rounds times, and each rate is the median of its rounds: on a
+shared machine, a slow spell then hits all of them instead of one.
 
 --dtype auto (the default): bf16 on CUDA. On a CPU, bf16 autocast pays only where the CPU has
 bf16 arithmetic (avx512_bf16, AMX) and the model is big enough, so each stage times a few steps
 in float32 and in bf16 on this CPU, for the config at hand, and keeps the faster
-(`fastest_cpu_dtype`).
+(`fastest_cpu_dtype`). Before that, on a CPU, it times causal attention at the stage's shape in
+both dtypes (`bf16_attention_is_slower`): where bf16 loses (CPUs without AMX), gpt.py runs
+attention in float32 under bf16 autocast (--cpu-attention sets it by hand).
 
 --baseline (stage lm): a plain GPT of the same size, written for the comparison below
 (`PlainGPT`: learned absolute positions, causal SDPA, nothing else), is timed in the same run with
-the same batch, context, dtype, optimizer step and threads. With --compile both are compiled,
-and both are timed eager too: compile is a trick the baseline can use as well.
+the same batch, context, dtype, optimizer step and threads. Tricks of ours that the baseline could
+use as well are shown both ways: with --compile both are compiled and both are timed eager too;
+float32 attention under bf16 is ours only (--cpu-attention autocast turns it off).
 
 FLOPs per training step (matmuls and convolutions only; elementwise ops are not counted):
 - lm: nanoGPT's estimate_mfu (after PaLM, Chowdhery et al. 2022, App. B): 6N per token for the
@@ -63,6 +67,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import gpt
 import train
 from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
@@ -112,7 +117,9 @@ def cpu_bf16_flags():
 
 def fastest_cpu_dtype(step, steps=2, rounds=3):
     """Time step() under CPU autocast in float32 (no autocast) and bfloat16, in turns, after one
-    untimed call each; return (the faster dtype, {dtype: median seconds per step}).
+    untimed call each; return (the faster dtype, {dtype: seconds per step}). The seconds are each
+    dtype's fastest round: on a shared machine noise only ever adds time, so the fastest round is
+    the best estimate of the machine's speed.
 
     step: a callable without arguments doing one training step (forward, backward, optimizer),
     without an autocast of its own. It trains what it trains: give it a model whose weights do
@@ -132,8 +139,28 @@ def fastest_cpu_dtype(step, steps=2, rounds=3):
             for _ in range(steps):
                 run(dtype)
             seconds[dtype].append((time.perf_counter() - t0) / steps)
-    median = {dtype: statistics.median(s) for dtype, s in seconds.items()}
-    return min(median, key=median.get), median
+    fastest = {dtype: min(s) for dtype, s in seconds.items()}
+    return min(fastest, key=fastest.get), fastest
+
+
+def bf16_attention_is_slower(batch, n_head, T, head_dim, rounds=3):
+    """Whether PyTorch's causal attention, forward and backward, at this shape is slower in bf16
+    than in float32 on this CPU (timed in turns, the fastest round of each; it is on CPUs without AMX)."""
+    inputs = {dtype: [torch.randn(batch, n_head, T, head_dim, dtype=dtype, requires_grad=True) for _ in range(3)]
+              for dtype in (torch.bfloat16, torch.float32)}
+
+    def run(dtype):
+        F.scaled_dot_product_attention(*inputs[dtype], is_causal=True).sum().backward()
+
+    seconds = {dtype: [] for dtype in inputs}
+    for dtype in inputs:
+        run(dtype)  # untimed
+    for _ in range(rounds):
+        for dtype in inputs:
+            t0 = time.perf_counter()
+            run(dtype)
+            seconds[dtype].append(time.perf_counter() - t0)
+    return min(seconds[torch.bfloat16]) > min(seconds[torch.float32])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,13 +246,26 @@ def result(args, rt, stage, config, batch, rate, unit, step_s, warmup_s, flops_p
             "peak_mem_mib": peak_memory_mib(rt.device)}
 
 
-def stage_runtime(args, rt, step):
+def stage_runtime(args, rt, step, attention_shape):
     """rt with the stage's autocast dtype: the one asked for, or with --dtype auto on a CPU the
-    faster of float32 and bf16 for this stage's step; and the measured bf16/fp32 speed ratio."""
-    if args.dtype != "auto" or rt.device.type != "cpu":
-        return rt, None
-    dtype, seconds = fastest_cpu_dtype(step)
-    return dataclasses.replace(rt, dtype=dtype), seconds[torch.float32] / seconds[torch.bfloat16]
+    faster of float32 and bf16 for this stage's step; and what was measured for it, if anything.
+
+    On a CPU, first whether attention under bf16 autocast runs in float32 (gpt.py's
+    float32_attention_on_cpu): per --cpu-attention, or measured at attention_shape (B, nh, T, hd).
+    """
+    choice, t0 = {}, time.perf_counter()
+    if rt.device.type == "cpu" and args.dtype != "float32":
+        if args.cpu_attention == "auto":
+            gpt.float32_attention_on_cpu = bf16_attention_is_slower(*attention_shape)
+        else:
+            gpt.float32_attention_on_cpu = args.cpu_attention == "float32"
+        choice["float32_attention"] = gpt.float32_attention_on_cpu
+    if args.dtype == "auto" and rt.device.type == "cpu":
+        dtype, seconds = fastest_cpu_dtype(step)
+        rt = dataclasses.replace(rt, dtype=dtype)
+        choice["bf16_over_fp32"] = seconds[torch.float32] / seconds[torch.bfloat16]
+        choice["measure_s"] = time.perf_counter() - t0  # with --compile, the compiles for both dtypes
+    return rt, choice
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,18 +359,21 @@ def bench_lm(args, rt):
     for name, cls in models.items():
         torch.manual_seed(0)
         model = cls(model_cfg).to(rt.device).train()
-        variants = {name: args.compile, name + "_eager": False} if args.compile and args.baseline else {name: args.compile}
-        for variant, compiled in variants.items():  # eager and compiled: the same weights and optimizer
+        variants = {name: args.compile}
+        if args.compile and args.baseline:
+            variants[name + "_eager"] = False
+        for variant, compiled in variants.items():  # eager and compiled: the same weights
             contenders[variant] = lm_step(model, x, y, cfg, rt.device, compiled)
             described[variant] = (f"{'baseline: plain ' if cls is PlainGPT else ''}{describe_gpt(model)}, T {T}"
                                   f"{', compiled' if compiled else ''}")
             flops[variant] = gpt_flops_per_token(model, T) * B * T
-    rt, bf16_speedup = stage_runtime(args, rt, contenders["lm"])
+    head_dim = model_cfg.n_embd // model_cfg.n_head
+    rt, choice = stage_runtime(args, rt, contenders["lm"], (B, model_cfg.n_head, T, head_dim))
     reset_peak_memory(rt.device)
     timed = time_in_turns(contenders, rt, args.steps, args.rounds, args.warmup)
     rows = {name: result(args, rt, "lm", described[name], B, B * T / step_s, "tok/s", step_s, warmup_s, flops[name])
             for name, (step_s, warmup_s) in timed.items()}
-    return rows, bf16_speedup
+    return rows, choice
 
 
 def bench_prefix(args, rt):
@@ -360,13 +403,14 @@ def bench_prefix(args, rt):
     encoder_flops = 3 * forward_flops(lambda: model.vision(images))
     positions = frozen_cfg.n_prefix + L
     lm_flops = gpt_flops_per_token(model.lm, positions, weight_grads=False) * B * positions
-    rt, bf16_speedup = stage_runtime(args, rt, step)
+    lm_cfg = model.lm.config
+    rt, choice = stage_runtime(args, rt, step, (B, lm_cfg.n_head, positions, lm_cfg.n_embd // lm_cfg.n_head))
     reset_peak_memory(rt.device)
     (step_s, warmup_s), = time_in_turns({"prefix": step}, rt, args.steps, args.rounds, args.warmup).values()
     config = (f"{frozen_cfg.encoder} {S}px n={frozen_cfg.n_prefix}, caption {L}, "
               f"frozen {describe_gpt(model.lm)}")
     row = result(args, rt, "prefix", config, B, B / step_s, "pairs/s", step_s, warmup_s, encoder_flops + lm_flops)
-    return {"prefix": row}, bf16_speedup
+    return {"prefix": row}, choice
 
 
 def bench_sample(args, rt):
@@ -379,7 +423,8 @@ def bench_sample(args, rt):
     prompt = torch.randint(model_cfg.vocab_size, (B, P), device=rt.device)
     contenders = {"sample_cached": lambda: model.generate(prompt, max_new_tokens=N),
                   "sample_uncached": lambda: model.generate(prompt, max_new_tokens=N, use_cache=False)}
-    rt, bf16_speedup = stage_runtime(args, rt, contenders["sample_cached"])
+    head_dim = model_cfg.n_embd // model_cfg.n_head
+    rt, choice = stage_runtime(args, rt, contenders["sample_cached"], (B, model_cfg.n_head, P + N, head_dim))
     reset_peak_memory(rt.device)
     timed = time_in_turns(contenders, rt, 1, args.rounds, min(args.warmup, 1))
     rows = {}
@@ -387,7 +432,7 @@ def bench_sample(args, rt):
         config = f"{describe_gpt(model)}, {'KV cache' if name == 'sample_cached' else 'no cache'}, {P} + {N} tokens"
         # step: one new token (one forward of the batch)
         rows[name] = result(args, rt, "sample", config, B, B * N / call_s, "tok/s", call_s / N, warmup_s)
-    return rows, bf16_speedup
+    return rows, choice
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,8 +474,14 @@ def print_report(results):
           f"synthetic data (data loading not measured)")
     for name, value in results["ratios"].items():
         print(f"  {name}: {value:.2f}x")
-    for stage, choice in results["dtype_auto"].items():
-        print(f"  --dtype auto, {stage}: bf16 measured {choice['bf16_over_fp32']:.2f}x fp32's speed -> {choice['picked']}")
+    for stage, choice in results["dtype_choice"].items():
+        line = f"  {stage}: "
+        if "bf16_over_fp32" in choice:
+            line += f"bf16 measured {choice['bf16_over_fp32']:.2f}x fp32's speed ({choice['measure_s']:.0f} s) -> "
+        line += choice["dtype"]
+        if choice["dtype"] == "bfloat16":
+            line += ", attention in " + ("float32 (measured faster)" if choice["float32_attention"] else "bf16")
+        print(line)
     rows = {name: row for name, row in results.items() if isinstance(row, dict) and "rate" in row}
     header = ["row", "dtype", "batch", "rate", "step ms", "warmup s", "TFLOP/s", "MFU", "peak MiB", "config"]
     lines = [header]
@@ -454,8 +505,13 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=5, help="rounds of turns between the contenders (median)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (sampling: at most 1)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for every contender (default: torch's, one per core)")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="autocast precision; auto: bf16 on CUDA, on a CPU the faster of the two, measured")
+    parser.add_argument("--cpu-attention", choices=["auto", "float32", "autocast"], default="auto",
+                        help="CPU, bf16 autocast: attention in float32, or in bf16 as autocast has it; "
+                             "auto: the faster, measured (gpt.float32_attention_on_cpu)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training models")
     parser.add_argument("--baseline", action="store_true", help="stage lm: time a plain GPT of the same size too")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -475,19 +531,22 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rt = train.setup_runtime(args.device, "float32" if args.dtype == "auto" else args.dtype)
     if args.dtype == "auto" and rt.device.type == "cuda":
         rt = dataclasses.replace(rt, dtype=torch.bfloat16)
     stages = {"lm": bench_lm, "prefix": bench_prefix, "sample": bench_sample}
-    rows, dtype_auto = {}, {}
+    rows, dtype_choice = {}, {}
+    float32_attention = gpt.float32_attention_on_cpu
     for stage, bench_stage in stages.items():
         if args.stage in (stage, "all"):
-            stage_rows, bf16_speedup = bench_stage(args, rt)
+            stage_rows, choice = bench_stage(args, rt)
             rows.update(stage_rows)
-            if bf16_speedup is not None:
-                picked = next(iter(stage_rows.values()))["dtype"]
-                dtype_auto[stage] = {"bf16_over_fp32": bf16_speedup, "picked": picked}
-    results = {"machine": machine(rt), "ratios": ratios_of(rows), "dtype_auto": dtype_auto, **rows}
+            if choice:
+                dtype_choice[stage] = {**choice, "dtype": next(iter(stage_rows.values()))["dtype"]}
+    gpt.float32_attention_on_cpu = float32_attention  # as it was: a setting of this process
+    results = {"machine": machine(rt), "ratios": ratios_of(rows), "dtype_choice": dtype_choice, **rows}
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -6,6 +6,7 @@ import json
 import torch
 
 import bench
+import gpt
 
 TINY = ["--steps", "1", "--rounds", "2", "--warmup", "1", "--batch-size", "2", "--n-layer", "1",
         "--n-embd", "32", "--n-head", "2", "--vocab-size", "64", "--block-size", "16", "--image-size", "32",
@@ -17,7 +18,7 @@ ROWS = {"lm", "prefix", "sample_cached", "sample_uncached"}
 
 def test_every_stage_reports_rates_flops_memory_and_the_machine(capsys):
     results = bench.main([*TINY, "--json"])
-    assert set(results) == ROWS | {"machine", "ratios", "dtype_auto"}
+    assert set(results) == ROWS | {"machine", "ratios", "dtype_choice"}
     for name in ROWS:
         row = results[name]
         assert set(row) == ROW_KEYS
@@ -27,11 +28,12 @@ def test_every_stage_reports_rates_flops_memory_and_the_machine(capsys):
     assert results["lm"]["tflops"] > 0 and results["prefix"]["tflops"] > 0
     assert results["ratios"]["KV cache / none"] > 0
     assert results["machine"]["cpu"] and set(results["machine"]["cpu_bf16"]) == set(bench.CPU_BF16_FLAGS)
-    # --dtype auto on a CPU: every stage measured both and ran in the one it picked
-    assert set(results["dtype_auto"]) == {"lm", "prefix", "sample"}
-    for stage, choice in results["dtype_auto"].items():
-        assert choice["bf16_over_fp32"] > 0
-        assert results["sample_cached" if stage == "sample" else stage]["dtype"] == choice["picked"]
+    # --dtype auto on a CPU: every stage measured both and ran in the one it picked, and measured
+    # which attention is faster under bf16
+    assert set(results["dtype_choice"]) == {"lm", "prefix", "sample"}
+    for stage, choice in results["dtype_choice"].items():
+        assert choice["bf16_over_fp32"] > 0 and isinstance(choice["float32_attention"], bool)
+        assert results["sample_cached" if stage == "sample" else stage]["dtype"] == choice["dtype"]
     assert json.loads(capsys.readouterr().out) == results  # --json prints exactly what main returns
 
 
@@ -48,6 +50,13 @@ def test_baseline_runs_in_the_same_dtype_and_gives_the_ratio():
     assert {results[name]["dtype"] for name in ("lm", "lm_baseline")} == {"bfloat16"}
     assert "baseline: plain" in results["lm_baseline"]["config"]
     assert results["ratios"]["lm / baseline"] > 0
+
+
+def test_cpu_attention_flag_is_set_for_the_run_and_restored():
+    before = gpt.float32_attention_on_cpu
+    results = bench.main([*TINY, "--stage", "lm", "--dtype", "bfloat16", "--cpu-attention", "float32"])
+    assert results["dtype_choice"]["lm"] == {"float32_attention": True, "dtype": "bfloat16"}
+    assert gpt.float32_attention_on_cpu == before
 
 
 def test_a_given_peak_gives_mfu():

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import gpt
 from gpt import GPT, GPTConfig, apply_rope, causal_mask, left_pad, pick_token, rope_tables
 
 CFG = GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -74,15 +75,14 @@ def test_attention_matches_a_hand_written_reference():
     attn = GPT(CFG).blocks[0].attn
     model = GPT(CFG)
     x = torch.randn(2, 7, 32)
-    cos, sin = model.rope_cos[:7], model.rope_sin[:7]  # (T, hd), against (B, nh, T, hd) below
+    cos, sin = model.rope_cos[:7], model.rope_sin[:7]  # (T, hd), against (B, nh, T, hd)
     q, k, v = attn.qkv(x).split(32, dim=2)
     q, k, v = (t.view(2, 7, 2, 16).transpose(1, 2) for t in (q, k, v))
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     scores = q @ k.transpose(-1, -2) / math.sqrt(16)
     scores = scores.masked_fill(torch.triu(torch.ones(7, 7, dtype=torch.bool), 1), float("-inf"))
     expected = attn.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 7, 32))
-    # the layer takes them against (B, T, 2, nh, hd): q and k side by side
-    out = attn(x, cos[:, None, None], sin[:, None, None], torch.arange(7).expand(2, 7))
+    out = attn(x, cos, sin, torch.arange(7).expand(2, 7))
     assert torch.allclose(out, expected, atol=1e-5)
 
 
@@ -90,7 +90,9 @@ def test_loss_ignores_minus_100_targets(model):
     idx = torch.randint(0, 97, (2, 8))
     targets = torch.randint(0, 97, (2, 8))
     targets[:, :3] = -100
-    logits, loss = model(idx, targets=targets)
+    logits, _ = model(idx)
+    none, loss = model(idx, targets=targets)
+    assert none is None  # a training step keeps no logits
     expected = F.cross_entropy(logits[:, 3:].reshape(-1, 97), targets[:, 3:].reshape(-1))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -167,10 +169,10 @@ def test_smeared_keys_mix_in_the_previous_key_only():
     torch.manual_seed(0)
     model = GPT(dataclasses.replace(CFG, smear_keys=True))
     attn = model.blocks[0].attn
-    k = torch.randn(1, 5, 2, 16)  # (B, T, nh, hd)
+    k = torch.randn(1, 2, 5, 16)  # (B, nh, T, hd)
     out = attn.smear_keys(k, torch.arange(5)[None], None, None, 0)
-    assert torch.allclose(out[:, 0], 0.5 * k[:, 0])  # the first token has no previous key
-    assert torch.allclose(out[:, 3], 0.5 * k[:, 3] + 0.5 * k[:, 2])
+    assert torch.allclose(out[:, :, 0], 0.5 * k[:, :, 0])  # the first token has no previous key
+    assert torch.allclose(out[:, :, 3], 0.5 * k[:, :, 3] + 0.5 * k[:, :, 2])
 
 
 # Greedy outputs of gpt.py as it was before the decoding speed-ups (commit 2bfd12a), for the model
@@ -207,3 +209,16 @@ def test_greedy_outputs_are_the_pinned_ones(smear):
     assert model.generate(embeds=e, prompt_mask=e_mask, max_new_tokens=10) == pinned["embeds"]
     stopped = model.generate(batch, prompt_mask=mask, max_new_tokens=10, stop_tokens=pinned["stop_tokens"])
     assert stopped == pinned["stopped"]
+
+
+def test_float32_attention_under_bf16_autocast_is_bf16_attention_more_precisely(monkeypatch):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 9, 16, dtype=torch.bfloat16) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = gpt.attention(q, k, v, None, 0.0, causal=True)
+        monkeypatch.setattr(gpt, "float32_attention_on_cpu", True)
+        fp32 = gpt.attention(q, k, v, None, 0.0, causal=True)
+    assert bf16.dtype == fp32.dtype == torch.bfloat16
+    assert (fp32.double() - exact).abs().max() <= (bf16.double() - exact).abs().max() + 1e-2
+    assert torch.allclose(fp32.double(), exact, atol=2e-2)
