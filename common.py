@@ -219,6 +219,26 @@ def resume_from(path, kind, cfg, model_config, rt, model_key="model_config"):
     return ckpt
 
 
+def restore(ckpt, model, optimizer, path, strict=True):
+    """Load a resumed run's weights and optimizer state; the step to continue from (0: fresh)."""
+    if ckpt is None:
+        return 0
+    model.load_state_dict(ckpt["model"], strict=strict)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    print(f"resuming from {path} at step {ckpt['step']}")
+    return ckpt["step"]
+
+
+def open_log(path, start_step, rt):
+    """The stage's log; on resume, the lines a killed run wrote after its checkpoint are dropped
+    (the resumed run writes those steps again)."""
+    log = Log(path, enabled=rt.master)
+    dropped = log.truncate_after(start_step) if start_step else 0
+    if dropped:
+        print(f"{path}: dropped {dropped} lines logged after the checkpoint's step {start_step}")
+    return log
+
+
 # ---------------------------------------------------------------------------------------------
 # the log line of a training loop
 

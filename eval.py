@@ -56,7 +56,7 @@ from frozen import caption_targets
 from plots import plot_log, plot_results
 from scoring import (answer_text, answer_text_episodes, binding_cell, copy_score, exact_match, normalize_answer,
                      score_binding, seed_interval, stop_ids, summarize)
-from tables import print_comparison, print_model_tables, print_text_binding
+from tables import find, print_comparison, print_model_tables, print_text_binding
 
 
 @dataclass
@@ -471,27 +471,23 @@ def merge_seeds(runs):
     return first
 
 
-def _find(rows, **keys):
-    return next((r for r in rows if all(r.get(k) == v for k, v in keys.items())), None)
-
-
 def compare_cells(results, layout):
     """The comparison table's cells (the paper's Tables 1 and 2 in one row), picked out of one
     model's results; None where that task was not run."""
     cells = {}
-    caption = _find(results.get("caption", []), kinds="seen")
+    caption = find(results.get("caption", []), kinds="seen")
     cells["caption kind"] = caption and caption["kind"]
     for task, label in (("vqa", "VQA"), ("okvqa", "OKVQA")):
         for k in SHOTS:
-            cells[f"{label} {k}-shot"] = _find(results.get(task, []), shots=k)
-    row = _find(results.get("binding", []), names="nonsense", templates="paper", kinds="heldout", layout=layout, ways=2)
-    cells["bind 2-way 5-shot TI (chance 0.50)"] = row and _find(row["cells"], task_induction=True, inner_shots=5,
+            cells[f"{label} {k}-shot"] = find(results.get(task, []), shots=k)
+    row = find(results.get("binding", []), names="nonsense", templates="paper", kinds="heldout", layout=layout, ways=2)
+    cells["bind 2-way 5-shot TI (chance 0.50)"] = row and find(row["cells"], task_induction=True, inner_shots=5,
                                                                  repeats=0)
-    row = _find(results.get("fast_vqa", []), names="nonsense")
-    cell = row and _find(row["cells"], inner_shots=5)
+    row = find(results.get("fast_vqa", []), names="nonsense")
+    cell = row and find(row["cells"], inner_shots=5)
     cells["fast-VQA 5-shot"] = cell
     cells["fast-VQA random object"] = cell and {"acc": cell["random_object"], "ci": None}
-    row = _find(results.get("separation", []), kinds="held-out")
+    row = find(results.get("separation", []), kinds="held-out")
     cells["held-out prefixes apart"] = row and row["nearer"]
     return cells
 

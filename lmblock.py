@@ -29,9 +29,9 @@ import torch
 import torch.nn as nn
 
 import world
-from checkpoint import Log, load_checkpoint, load_lm, save_checkpoint
-from common import (RunConfig, StepLog, add_dataclass_args, build_config, is_due, lr_at, make_optimizer,
-                    resume_from, run_record, seed_step, set_lr, setup_runtime, usable_workers)
+from checkpoint import load_checkpoint, load_lm, save_checkpoint
+from common import (RunConfig, StepLog, add_dataclass_args, build_config, is_due, lr_at, make_optimizer, open_log,
+                    restore, resume_from, run_record, seed_step, set_lr, setup_runtime, usable_workers)
 from data import InputError, StepBatches, image_to_tensor
 from frozen import FrozenConfig, VisualFeatures
 from nfresnet import adaptive_grad_clip
@@ -121,19 +121,15 @@ def train_classify(cfg, frozen_cfg):
                                  "weight_decay": cfg.weight_decay}], cfg, rt.device)
     ckpt_path = out / "classify.pt"
     ckpt = resume_from(ckpt_path, "classify", cfg, frozen_cfg, rt, model_key="frozen_config")
-    start_step, score = 0, {}
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, score = ckpt["step"], {k: ckpt[k] for k in ("correct", "n") if k in ckpt}
+    start_step = restore(ckpt, model, optimizer, ckpt_path)
+    score = {k: ckpt[k] for k in ("correct", "n") if k in ckpt} if ckpt else {}  # a finished run keeps its score
     print(f"classifier: {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.3f}M trained "
           f"parameters; {frozen_cfg}")
     dataset = WorldKinds(frozen_cfg.image_size, cfg.seed, "train")
     sampler = StepBatches(len(dataset), start_step, cfg.max_steps, cfg.grad_accum, cfg.batch_size, 0, 1, cfg.seed)
     batches = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler,
                                                num_workers=usable_workers(cfg.num_workers, rt)))
-    log = Log(out / "classify_log.txt")
-    log.truncate_after(start_step)
+    log = open_log(out / "classify_log.txt", start_step, rt)
     step_log = StepLog(log, start_step, cfg.batch_size * cfg.grad_accum, "img/s")
 
     model.train()

@@ -5,7 +5,6 @@ its episodes, its interval and its baselines.
 
 from scoring import fmt
 
-SHOT_COUNTS = (0, 1, 4)
 KINDS_LABEL = {"seen": "seen kinds (the encoder saw them in training)", "heldout": "held-out kinds (never seen)"}
 
 
@@ -25,7 +24,8 @@ def print_text_binding(result, out=print):
             f"{fmt(r)} | {r['chance']:.2f} | {r['some_name']:.2f} |")
 
 
-def _find(rows, **keys):
+def find(rows, **keys):
+    """The first row whose fields have these values, or None."""
     return next((r for r in rows if all(r.get(k) == v for k, v in keys.items())), None)
 
 
@@ -46,11 +46,12 @@ def print_captions(rows, out):
 def print_shots(results, out):
     out("VQA (VQAv2's role: what is visible) and OKVQA (facts only the text states), by solved "
         "examples in the prompt (the paper's Table 1).\n")
-    out("| task | " + " | ".join(f"{k}-shot" for k in SHOT_COUNTS) + " |")
-    out("|---|" + "---|" * len(SHOT_COUNTS))
+    shots = sorted({r["shots"] for task in ("vqa", "okvqa") for r in results.get(task, [])})
+    out("| task | " + " | ".join(f"{k}-shot" for k in shots) + " |")
+    out("|---|" + "---|" * len(shots))
     for task, label in (("vqa", "VQA"), ("okvqa", "OKVQA")):
         if task in results:
-            out(f"| {label} | " + " | ".join(fmt_or_dash(_find(results[task], shots=k)) for k in SHOT_COUNTS) + " |")
+            out(f"| {label} | " + " | ".join(fmt_or_dash(find(results[task], shots=k)) for k in shots) + " |")
     out()
 
 

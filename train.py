@@ -27,10 +27,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import Log, check_tokenizer, load_lm, save_checkpoint, state_dict_of
+from checkpoint import check_tokenizer, load_lm, save_checkpoint, state_dict_of
 from common import (RunConfig, StepLog, add_dataclass_args, build_config, decay_groups, is_due, lr_at,
-                    make_optimizer, resolve_compile, resume_from, run_record, seed_step, set_lr, setup_runtime,
-                    usable_workers, warn_if_gpu_preset_on_cpu)
+                    make_optimizer, open_log, resolve_compile, restore, resume_from, run_record, seed_step, set_lr,
+                    setup_runtime, usable_workers, warn_if_gpu_preset_on_cpu)
 from data import (CaptionCollate, FileText, InputError, StepBatches, Tokenizer, WorldText, black_images,
                   caption_dataset, file_hash, text_batch, train_tokenizer)
 from frozen import Frozen, FrozenConfig
@@ -107,16 +107,6 @@ PRESETS = {
 # what both stages do around their loop
 
 
-def restore(ckpt, model, optimizer, path, strict=True):
-    """Load a resumed run's weights and optimizer state; the step to continue from (0: fresh)."""
-    if ckpt is None:
-        return 0
-    model.load_state_dict(ckpt["model"], strict=strict)
-    optimizer.load_state_dict(ckpt["optimizer"])
-    print(f"resuming from {path} at step {ckpt['step']}")
-    return ckpt["step"]
-
-
 def wrap_for_training(model, cfg, rt):
     """torch.compile where it pays (CUDA by default), then DDP across processes under torchrun."""
     train_model = torch.compile(model) if resolve_compile(cfg.compile, rt.device) else model
@@ -149,16 +139,6 @@ def already_done(start_step, cfg, path):
         print(f"{path}: already trained to step {start_step} (--max-steps {cfg.max_steps}); nothing to do")
         return True
     return False
-
-
-def open_log(path, start_step, rt):
-    """The stage's log; on resume, the lines a killed run wrote after its checkpoint are dropped
-    (the resumed run writes those steps again)."""
-    log = Log(path, enabled=rt.master)
-    dropped = log.truncate_after(start_step) if start_step else 0
-    if dropped:
-        print(f"{path}: dropped {dropped} lines logged after the checkpoint's step {start_step}")
-    return log
 
 
 # ---------------------------------------------------------------------------------------------

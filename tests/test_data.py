@@ -13,7 +13,7 @@ from PIL import Image
 import train
 from data import InputError, StepBatches, caption_dataset, image_to_tensor
 
-from conftest import shape_image, write_pairs
+from conftest import write_pairs
 from test_frozen import prefix_args
 
 

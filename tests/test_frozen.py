@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 import checkpoint
 import train
-from data import image_to_tensor
 from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
 

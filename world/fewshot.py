@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 
 from .scenes import (KINDS, PAIRED_POSITIONS, POSITION_PHRASES, SIZES, Scene, _group_objects, _staged, article,
-                     describe, lone_scene, render, with_article)
+                     describe, lone_scene, render)
 
 
 def qa(question: str, answer: str | None = None) -> str:

@@ -60,7 +60,7 @@ def fact_sentences(kind: str) -> list[str]:
 
 def _it_sentences(kind: str) -> list[str]:
     """Facts about a thing already in context, referred to as 'it'."""
-    k, f = KINDS[kind], KINDS[kind].facts
+    f = KINDS[kind].facts
     verb, place = f.found
     out = [f"it is {f.is_}.", f"it {_singular(verb)} {place}.",
            "you can eat it." if f.eat else "you can not eat it.",
