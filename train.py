@@ -37,6 +37,7 @@ from frozen import Frozen, FrozenConfig
 from gpt import GPT, GPTConfig
 from nfresnet import adaptive_grad_clip
 from scoring import text_icl_scores
+from vector_things import VectorThings, embed_with_vectors, vector_batch, vector_binding_score
 
 # ---------------------------------------------------------------------------------------------
 # configs and presets
@@ -55,6 +56,10 @@ class LMConfig(RunConfig):
     eval_batches: int = 8
     icl_episodes: int = 100  # episodes per in-context score logged at each evaluation (0: none)
     tokenizer_chars: int = 3_000_000  # text the BPE is trained on
+    # a lever, off by default (the paper's LM reads text only): this share of each batch's rows
+    # are binding passages whose things are n_vectors input vectors each (vector_things.py)
+    vector_things: float = 0.0
+    n_vectors: int = 4  # the tiny preset's visual prefix length
 
 
 @dataclass
@@ -180,8 +185,25 @@ def evaluate_lm(model, tokenizer, val_text, cfg, rt):
     metrics = {"val_loss": sum(losses) / len(losses)}
     if cfg.icl_episodes and not cfg.text:
         metrics.update(text_icl_scores(model, tokenizer, cfg.icl_episodes))
+    if cfg.icl_episodes and cfg.vector_things:
+        for ways in (2, 5):
+            cell = vector_binding_score(model, tokenizer, cfg.icl_episodes, cfg.n_vectors, ways=ways, inner_shots=1)
+            metrics[f"vec{ways}"] = cell["acc"]
     model.train()
     return metrics
+
+
+def lm_inputs(model, text, things, step, rows, n_things, device):
+    """A micro-batch of stage lm: the model's inputs and the targets. With --vector-things its
+    first n_things rows are binding passages with vector things, given as input embeddings."""
+    x, y = text_batch(text, step, rows[n_things:])
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if not n_things:
+        return {"idx": x}, y
+    vx, vy, vectors, is_slot = vector_batch(things, step, rows[:n_things])
+    vx = vx.to(device)
+    embeds = torch.cat([embed_with_vectors(model, vx, vectors, is_slot), model.embed(x)])
+    return {"embeds": embeds}, torch.cat([vy.to(device), y])
 
 
 def train_lm(cfg, model_cfg):
@@ -206,6 +228,10 @@ def train_lm(cfg, model_cfg):
         print(f"GPT: {model.num_params() / 1e6:.2f}M parameters, {model_cfg}")
     log = open_log(out / "lm_log.txt", start_step, rt)
     train_model = wrap_for_training(model, cfg, rt)
+    things, n_things = None, 0
+    if cfg.vector_things:
+        things = VectorThings(tokenizer, model_cfg.block_size, cfg.n_vectors, model_cfg.n_embd, cfg.seed)
+        n_things = round(cfg.vector_things * cfg.batch_size)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * rt.world_size * model_cfg.block_size
     step_log = StepLog(log, start_step, tokens_per_step, "tok/s")
 
@@ -218,10 +244,11 @@ def train_lm(cfg, model_cfg):
         for micro in range(cfg.grad_accum):
             # this process's rows of the micro-batch: together, the rows one process would see
             first = (micro * rt.world_size + rt.rank) * cfg.batch_size
-            x, y = text_batch(train_text, step, range(first, first + cfg.batch_size))
+            rows = range(first, first + cfg.batch_size)
             with sync_unless_last(train_model, micro, cfg.grad_accum):
                 with rt.autocast():
-                    _, loss = train_model(x.to(rt.device, non_blocking=True), targets=y.to(rt.device, non_blocking=True))
+                    inputs, y = lm_inputs(model, train_text, things, step, rows, n_things, rt.device)
+                    _, loss = train_model(**inputs, targets=y)
                 (loss / cfg.grad_accum).backward()  # the step's gradient: the mean over its micro-batches
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

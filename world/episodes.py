@@ -150,7 +150,7 @@ EPISODE_SPLITS = ("val", "test")
 
 
 def episodes(task: str, n: int, seed: int = 0, image_size: int = 64, as_text: bool = False, split: str = "test",
-             **options) -> list[Episode]:
+             as_slots: bool = False, **options) -> list[Episode]:
     """n deterministic episodes of a task, from the validation or the test split: every choice of
     a recipe is made on "val", and "test" is what gets reported; the split is part of every draw's
     seed, so the two share no episode, scene or render. Options by task:
@@ -158,7 +158,8 @@ def episodes(task: str, n: int, seed: int = 0, image_size: int = 64, as_text: bo
     kinds | okvqa: shots, kinds | binding: ways, inner_shots, repeats, task_induction, names
     (nonsense/heldback/real), layout (paper/direct), templates (paper/trained/heldback), query
     (different/same/paraphrase), kinds (heldout/seen) | fast_vqa: ways, inner_shots, repeats,
-    task_induction, names, layout, templates, question (colour/position/any), kinds | copy: length."""
+    task_induction, names, layout, templates, question (colour/position/any), kinds | copy: length.
+    as_slots puts a fewshot.Slot where each image would be (vector_things.py fills it)."""
     if task not in _EPISODES:
         raise ValueError(f"episodes: unknown task {task!r}; choose one of {TASKS}")
     if split not in EPISODE_SPLITS:
@@ -167,7 +168,7 @@ def episodes(task: str, n: int, seed: int = 0, image_size: int = 64, as_text: bo
     result = []
     for i in range(n):
         rng = random.Random(f"episode/{split}/{task}/{seed}/{key}/{i}")
-        out = _Pieces(f"{split}/{task}/{seed}/{key}/{i}", image_size, as_text)
+        out = _Pieces(f"{split}/{task}/{seed}/{key}/{i}", image_size, as_text, as_slots)
         pieces, answer, info = _EPISODES[task](rng, out, **options)
         result.append(Episode(pieces, answer, task, info))
     return result

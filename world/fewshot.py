@@ -33,16 +33,27 @@ def qa(question: str, answer: str | None = None) -> str:
 # Pieces: what stands where an image would be
 
 
-class _Pieces:
-    """Turns scenes into pieces: a rendered image, or (as_text) its text description. Has its own
-    RNGs so that an episode's structure and answers do not depend on as_text."""
+class Slot:
+    """Where a thing's input vectors will stand (vector_things.py): the scene it stands for. The
+    same scene object gets the same vectors; another scene of the same kind, a noisy copy."""
 
-    def __init__(self, key: str, image_size: int, as_text: bool):
-        self.image_size, self.as_text = image_size, as_text
+    def __init__(self, scene: Scene):
+        self.scene = scene
+
+
+class _Pieces:
+    """Turns scenes into pieces: a rendered image, (as_text) its text description or (as_slots) a
+    Slot for input vectors. Has its own RNGs so that an episode's structure and answers do not
+    depend on which."""
+
+    def __init__(self, key: str, image_size: int, as_text: bool, as_slots: bool = False):
+        self.image_size, self.as_text, self.as_slots = image_size, as_text, as_slots
         self.render_rng = random.Random(f"render/{key}")
         self.text_rng = random.Random(f"text/{key}")
 
     def scene(self, scene: Scene, style="plain"):
+        if self.as_slots:
+            return Slot(scene)
         if self.as_text:
             return describe(scene, self.text_rng, style)
         return render(scene, self.image_size, self.render_rng)
@@ -50,6 +61,8 @@ class _Pieces:
     def thing(self, scene: Scene, style="plain", bare=False):
         """A lone object: described as 'a small red apple.' (no position) in text; `bare` drops the
         full stop, for the direct layout where the name follows the thing as an image's would."""
+        if self.as_slots:
+            return Slot(scene)
         if self.as_text:
             text = describe(scene.objects[0], self.text_rng, style)
             return text.removesuffix(".") if bare else text
@@ -231,9 +244,14 @@ def _join(pieces) -> str:
     return " ".join(pieces)
 
 
+def _answered(pieces, queries) -> list:
+    """A support set followed by every query with its answer filled in, as pieces."""
+    out = list(pieces)
+    for qp, answer in queries:
+        out += [*qp, answer + "."]
+    return out
+
+
 def _passage(pieces, queries) -> str:
     """Text of a support set followed by every query with its answer filled in."""
-    text = list(pieces)
-    for qp, answer in queries:
-        text += [*qp, answer + "."]
-    return _join(text)
+    return _join(_answered(pieces, queries))

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Iterator
 
 from .drawing import BACKGROUNDS, COLOURS
-from .fewshot import PAPER_NAMING, TRAINED_NAMINGS, _binding, _fast_vqa, _join, _passage, _Pieces, qa
+from .fewshot import PAPER_NAMING, TRAINED_NAMINGS, _answered, _binding, _fast_vqa, _join, _passage, _Pieces, qa
 from .scenes import (HELD_BACK_NAMES, KINDS, NONSENSE_NAMES, NUMBER_WORDS, POSITION_PHRASES, SIZES, Scene,
                      _looks_sentence, article, caption, describe, lone_scene, noun_phrase, sample_scene, with_article)
 
@@ -315,8 +315,20 @@ PAPER_NAMING_SHARE = 1.0
 def passage_binding(rng: random.Random, layout: str = "paper") -> str:
     """The evaluation's binding (and Fast-VQA) task, as text with training names, several queries."""
     out = _text_pieces(rng)
+    return _passage(*_binding_parts(rng, out, layout))
+
+
+def passage_binding_slots(rng: random.Random) -> list:
+    """A binding passage of the paper's layout with a fewshot.Slot where each thing would be, for
+    vector_things.py (an optional stage-lm lever); up to 5 inner shots, as the image episodes have.
+    No Fast-VQA: its scene holds two things, which one thing's vectors cannot stand for."""
+    out = _Pieces(f"slots/{rng.getrandbits(64)}", 0, as_text=False, as_slots=True)
+    return _answered(*_binding_parts(rng, out, "paper", fast_vqa=0.0, shots=(1, 2, 3, 5)))
+
+
+def _binding_parts(rng, out: _Pieces, layout, fast_vqa=0.2, shots=(1, 1, 2, 3)):
     ways = rng.choice((2, 2, 3, 5))
-    inner_shots = rng.choice((1, 1, 2, 3)) if ways < 5 else rng.choice((1, 1, 2))
+    inner_shots = rng.choice(shots) if ways < 5 else rng.choice((1, 1, 2))
     repeats = rng.choice((1, 1, 2)) if ways * inner_shots <= 6 else 1
     kinds = list(KINDS)
     real = rng.random() < 0.15  # real names too: the Real-Name miniImageNet layout
@@ -326,12 +338,12 @@ def passage_binding(rng: random.Random, layout: str = "paper") -> str:
     options = dict(inner_shots=inner_shots, repeats=repeats, task_induction=rng.random() < 0.5,
                    layout=layout, n_queries=rng.randint(1, 4), naming=naming)
     chosen = rng.sample(kinds, ways)
-    if rng.random() < 0.2:
+    if rng.random() < fast_vqa:
         pieces, queries, _ = _fast_vqa(rng, out, chosen, names or chosen, **options)
     else:
         query = rng.choices(("different", "same", "paraphrase"), weights=(0.5, 0.2, 0.3))[0]
         pieces, queries, _ = _binding(rng, out, chosen, names or chosen, query=query, **options)
-    return _passage(pieces, queries)
+    return pieces, queries
 
 
 def _copy_vocabulary() -> tuple[str, ...]:

@@ -1,0 +1,91 @@
+"""The vector-things lever of stage lm (vector_things.py): passages, rows, embeddings, the flag."""
+
+import random
+
+import pytest
+import torch
+
+import train
+import world
+from conftest import lm_args
+from checkpoint import read_log
+from data import WorldText, text_batch, train_tokenizer
+from gpt import GPT, GPTConfig
+from vector_things import VectorThings, embed_with_vectors, thing_vectors, vector_batch
+from world.fewshot import HELD_BACK_NAMINGS, Slot
+from world.text import passage_binding_slots
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    text = world.corpus_text(0, 200_000).split("\n\n")
+    return train_tokenizer(text, 512, tmp_path_factory.mktemp("tok") / "tokenizer.json")
+
+
+def test_slot_passages_are_the_paper_layout_with_training_names_only():
+    rng = random.Random(0)
+    evaluation_names = set(world.NONSENSE_NAMES) | set(world.HELD_BACK_NAMES)
+    held_back = [n.statement.split("{")[0].strip() for n in HELD_BACK_NAMINGS]
+    for _ in range(300):
+        pieces = passage_binding_slots(rng)
+        assert any(isinstance(p, Slot) for p in pieces)
+        for piece, after in zip(pieces, pieces[1:]):
+            if isinstance(piece, Slot):  # a thing is named, or asked about, in the paper's sentence
+                assert after.startswith("This is")
+        words = {w.strip(".,?") for p in pieces if isinstance(p, str) for w in p.split()}
+        assert not words & evaluation_names
+        text = " ".join(p for p in pieces if isinstance(p, str))
+        assert not any(h in text for h in held_back)
+
+
+def test_the_same_scene_gets_the_same_vectors_and_a_kind_its_own_cluster():
+    gen = torch.Generator().manual_seed(0)
+    near, far = [], []
+    for _ in range(50):
+        a1, a2, b = world.lone_scene(random.Random(1), "apple"), world.lone_scene(random.Random(2), "apple"), \
+            world.lone_scene(random.Random(3), "car")
+        v = thing_vectors([Slot(a1), Slot(a1), Slot(a2), Slot(b)], 4, 16, gen)
+        assert v[0].shape == (4, 16) and torch.equal(v[0], v[1])
+        near.append((v[0] - v[2]).norm())
+        far.append((v[0] - v[3]).norm())
+    assert sum(n < f for n, f in zip(near, far)) >= 45  # another apple is nearer than a car
+
+
+def test_rows_hold_vectors_on_slots_only_and_no_loss_where_a_slot_comes_next(tokenizer):
+    source = VectorThings(tokenizer, 128, 4, 16, seed=0)
+    x, y, vectors, is_slot = vector_batch(source, 3, range(2))
+    assert x.shape == y.shape == is_slot.shape == (2, 128) and vectors.shape == (2, 128, 16)
+    assert is_slot.any() and (~is_slot).any()
+    assert torch.all(vectors[~is_slot] == 0) and torch.all(vectors[is_slot].abs().sum(-1) > 0)
+    assert torch.all(x[is_slot] == tokenizer.pad_id)
+    assert torch.equal((y == -100)[:, :-1], is_slot[:, 1:])
+    assert torch.equal(x, vector_batch(source, 3, range(2))[0])  # deterministic per (k, r)
+    assert not torch.equal(x, vector_batch(source, 4, range(2))[0])
+
+
+def test_slots_embed_as_their_vectors_at_token_scale_and_text_as_tokens(tokenizer):
+    lm = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    x, _, vectors, is_slot = vector_batch(VectorThings(tokenizer, 64, 4, 16), 0, range(2))
+    embeds = embed_with_vectors(lm, x, vectors, is_slot)
+    rms = lm.wte.weight.pow(2).mean().sqrt()
+    assert torch.allclose(embeds[is_slot], rms * vectors[is_slot])
+    assert torch.equal(embeds[~is_slot], lm.wte(x)[~is_slot])
+    embeds.sum().backward()  # the pad row is only ever under a slot here: no gradient reaches it
+    assert lm.wte.weight.grad[tokenizer.pad_id].abs().sum() == 0
+
+
+def test_without_the_flag_stage_lm_reads_plain_text_rows(tokenizer):
+    text = WorldText(tokenizer, 64, seed=0)
+    lm = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    inputs, y = train.lm_inputs(lm, text, None, 5, range(3), 0, "cpu")
+    x, y_text = text_batch(text, 5, range(3))
+    assert list(inputs) == ["idx"] and torch.equal(inputs["idx"], x) and torch.equal(y, y_text)
+    things = VectorThings(tokenizer, 64, 4, 16)
+    inputs, y = train.lm_inputs(lm, text, things, 5, range(3), 1, "cpu")
+    assert inputs["embeds"].shape == (3, 64, 16) and torch.equal(y[1:], y_text[1:])
+
+
+def test_stage_lm_with_vector_things_trains_and_logs_vector_binding(corpus, tmp_path):
+    train.main(lm_args(corpus, tmp_path, 4, "--vector-things", "0.5", "--icl-episodes", "4", "--block-size", "64"))
+    evals = [r for r in read_log(tmp_path / "lm_log.txt") if "vec2" in r]
+    assert evals and 0 <= evals[-1]["vec2"] <= 1 and 0 <= evals[-1]["vec5"] <= 1

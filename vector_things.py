@@ -1,0 +1,142 @@
+"""
+Binding passages whose things are input vectors: an optional stage-lm lever (README, "Why binding
+through images is hard"), `python train.py --stage lm --vector-things 0.25`. Off by default.
+
+Frozen's few-shot binding (Sec. 4.3, open-ended miniImageNet) asks the frozen LM to find, among
+the support images' visual prefixes, the one that matches the query image's, and to copy the name
+that followed it. The corpus teaches binding in text, where a query's description repeats a
+support's tokens, and induction heads match identical tokens. Two pictures of a kind never give
+identical prefixes, only nearby ones, and an LM that has only ever read tokens has no reason to
+match nearby input vectors (the ladder: its own captions as text bind, its prefixes do not).
+
+Here a share of stage lm's rows are the corpus's binding passages (world/text.py:
+passage_binding_slots: the paper's layout, training names) in which each thing is n input vectors
+drawn fresh for every passage: each kind a random prototype, every example of it a noisy copy,
+part of every prototype shared by all the kinds of the passage (as pictures share a background).
+No such vector is a row of the embedding table, so the only way to name the query is to match
+its vectors against the support's in context, which is what the frozen LM must do with visual
+prefixes. This departs from the paper, whose LM read text only: README reports results with and
+without it.
+"""
+
+import random
+
+import torch
+
+import world
+from data import row_seed
+from gpt import left_pad
+from scoring import answer_text, score_binding, stop_ids
+from world.fewshot import Slot
+from world.text import passage_binding_slots
+
+
+def thing_vectors(slots, n, width, gen):
+    """(n, width) vectors for each Slot, in order: a prototype per kind, sqrt(a) of it shared by
+    the passage's kinds; each distinct scene a noisy copy, noise share b; the same scene object,
+    the same vectors. a, b and an overall scale are drawn per passage, so the LM meets near and far
+    kinds, clean and noisy examples, small and large vectors. Unit variance before the scale."""
+    a, b = 0.75 * torch.rand((), generator=gen), 0.1 + 0.5 * torch.rand((), generator=gen)
+    scale = 2.0 ** (2 * torch.rand((), generator=gen) - 1)  # 0.5 .. 2
+    common = torch.randn(n, width, generator=gen)
+    prototypes, examples, out = {}, {}, []
+    for slot in slots:
+        kind = slot.scene.objects[0].kind
+        if kind not in prototypes:
+            prototypes[kind] = a.sqrt() * common + (1 - a).sqrt() * torch.randn(n, width, generator=gen)
+        if id(slot.scene) not in examples:
+            noise = torch.randn(n, width, generator=gen)
+            examples[id(slot.scene)] = scale * ((1 - b).sqrt() * prototypes[kind] + b.sqrt() * noise)
+        out.append(examples[id(slot.scene)])
+    return out
+
+
+def encode_slotted(pieces, tokenizer, n):
+    """Pieces (strings and Slots) -> token ids with pad_id at each slot's n positions, and for
+    every position the index of its slot (-1 on text). Text after anything gets a leading space,
+    as data.encode_pieces joins pieces."""
+    ids, slot_of = [], []
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, Slot):
+            k = max(slot_of, default=-1) + 1
+            ids += [tokenizer.pad_id] * n
+            slot_of += [k] * n
+        else:
+            text = tokenizer.encode((" " if i > 0 else "") + piece)
+            ids += text
+            slot_of += [-1] * len(text)
+    return ids, slot_of
+
+
+def slot_rows(slot_of, vectors, width):
+    """(len(slot_of), width): each slot's n vectors at its n positions, zeros on text."""
+    rows, first = torch.zeros(len(slot_of), width), {}
+    for j, s in enumerate(slot_of):
+        if s >= 0:
+            first.setdefault(s, j)
+            rows[j] = vectors[s][j - first[s]]
+    return rows
+
+
+class VectorThings:
+    """Stage-lm rows of binding passages with vector things. Row r of batch k is packed from its
+    own passages (seeded by seed, split, k, r), end-of-text between them, like data.WorldText."""
+
+    def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train"):
+        self.tokenizer, self.block_size, self.n, self.width = tokenizer, block_size, n_vectors, width
+        self.seed = seed if split == "train" else seed + 1_000_003
+
+    def row(self, k, r):
+        """ids (T + 1,), vectors (T + 1, width) (zeros on text), is_slot (T + 1,) bool."""
+        rng = random.Random(row_seed(self.seed, k, r, 7))
+        gen = torch.Generator().manual_seed(row_seed(self.seed, k, r, 8) % 2 ** 63)
+        ids, parts, is_slot = [], [], []
+        while len(ids) < self.block_size + 1:
+            pieces = passage_binding_slots(rng)
+            slots = [p for p in pieces if isinstance(p, Slot)]
+            vectors = thing_vectors(slots, self.n, self.width, gen)
+            passage_ids, slot_of = encode_slotted(pieces, self.tokenizer, self.n)
+            ids += passage_ids + [self.tokenizer.eot_id]
+            parts.append(slot_rows(slot_of + [-1], vectors, self.width))
+            is_slot += [s >= 0 for s in slot_of] + [False]
+        T = self.block_size + 1
+        return torch.tensor(ids[:T]), torch.cat(parts)[:T], torch.tensor(is_slot[:T])
+
+
+def vector_batch(source, k, rows):
+    """Inputs, targets, vectors and the slot mask (len(rows), block_size) of batch k: as
+    data.text_batch, with no loss where the next position is a slot (a vector is not a token)."""
+    ids, vectors, is_slot = (torch.stack(t) for t in zip(*(source.row(k, r) for r in rows)))
+    targets = ids[:, 1:].masked_fill(is_slot[:, 1:], -100)
+    return ids[:, :-1], targets, vectors[:, :-1], is_slot[:, :-1]
+
+
+def embed_with_vectors(lm, ids, vectors, is_slot):
+    """The LM's input embeddings of `ids`, with the slots' vectors in place of their tokens, scaled
+    to the size of a token embedding (the table's rms, no gradient through the scale)."""
+    rms = lm.wte.weight.detach().pow(2).mean().sqrt()
+    vectors = vectors.to(device=ids.device, dtype=lm.wte.weight.dtype)
+    return torch.where(is_slot[..., None].to(ids.device), rms * vectors, lm.embed(ids))
+
+
+@torch.no_grad()
+def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batch_size=50, **options):
+    """Binding through vector things: world's binding episodes (the paper's layout) with each
+    image a Slot, filled as in training; the greedy answer scored as the image episodes are."""
+    episodes = world.episodes("binding", n_episodes, split=split, as_slots=True, **options)
+    gen = torch.Generator().manual_seed(row_seed(split, n_vectors, 9))
+    device, stops = lm.wte.weight.device, stop_ids(tokenizer)
+    answers = []
+    for start in range(0, len(episodes), batch_size):
+        sequences = []
+        for ep in episodes[start: start + batch_size]:
+            slots = [p for p in ep.pieces if isinstance(p, Slot)]
+            vectors = thing_vectors(slots, n_vectors, lm.config.n_embd, gen)
+            ids, slot_of = encode_slotted(ep.pieces, tokenizer, n_vectors)
+            is_slot = torch.tensor([s >= 0 for s in slot_of])
+            sequences.append(embed_with_vectors(lm, torch.tensor(ids, device=device),
+                                                slot_rows(slot_of, vectors, lm.config.n_embd), is_slot))
+        embeds, mask = left_pad(sequences)
+        rows = lm.generate(embeds=embeds, prompt_mask=mask, max_new_tokens=8, stop_tokens=stops)
+        answers += [answer_text(tokenizer, row) for row in rows]
+    return score_binding(answers, episodes)
