@@ -7,6 +7,7 @@ text-only binding table that says whether any few-shot result can appear at all.
   python eval.py --ckpt frozen=s0/prefix.pt frozen=s1/prefix.pt frozen=s2/prefix.pt   # 3 seeds, one row
   python eval.py --ckpt frozen=a/prefix.pt --compare blind=a/prefix.pt:blind scratch=b/prefix.pt
   python eval.py --task text-binding --ckpt out/lm.pt      # the LM's binding, in text
+  python eval.py --task attention,nearest --split val      # diagnostics: where the LM looks; prefix vs words
   python eval.py --plot-log out/lm_log.txt                 # loss, copy and binding against step
 
 The protocol, so that the numbers teach the truth:
@@ -35,6 +36,10 @@ no answer shortlist. The image tasks (paper -> here):
   Fast-VQA              bind names, then answer a question that uses one: 0/1/3/5 inner shots
   (here only)           prefix separation: do two kinds get different visual prefixes? and the
                         ladder: the same binding episodes with text, own captions, prefixes
+
+Diagnostics, only when asked for (--task attention, nearest; diagnostics.py): on the ladder's
+episodes, the attention at the answer position on each support thing and name; and the token
+embeddings nearest to each visual prefix vector.
 """
 
 import argparse
@@ -49,6 +54,7 @@ from pathlib import Path
 
 import torch
 
+import diagnostics
 import world
 from checkpoint import checkpoint_kind, load_for_text, load_frozen
 from data import InputError, black_images, encode_pieces, image_to_tensor
@@ -413,9 +419,51 @@ def ladder_table(subject, protocol, ways=2, inner_shots=5):
 
 
 # ---------------------------------------------------------------------------------------------
+# diagnostics (issue 16's second and third; diagnostics.py): opt-in, never in `all`
+
+
+def attention_table(subject, protocol, ways=2, inner_shots=5):
+    """The ladder's episodes, as text and as images: at the answer position, each layer's
+    attention on the support things and names of the query's kind and of the others, and how
+    often the most attended support thing is one of the query's kind."""
+    rows = []
+    options = dict(ways=ways, inner_shots=inner_shots, task_induction=True, layout=protocol.layout)
+    for kinds in ("seen", "heldout"):
+        images = image_episodes(subject, protocol, "binding", kinds=kinds, **options)
+        texts = world.episodes("binding", protocol.episodes, protocol.seed, split=protocol.split, as_text=True,
+                               kinds=kinds, **options)
+        things = [diagnostics.thing_pieces(e) for e in images]  # the same pieces in the text twin
+        for rung, episodes in (("reference text", texts), ("visual prefixes", images)):
+            prompts = prompts_of(subject, episodes)
+            check_length(subject, prompts, 0, "binding")
+            layers = diagnostics.attention_rows(subject.model, subject.tokenizer, episodes, prompts, things,
+                                                subject.batch_size)
+            rows += [dict(kinds=kinds, things=rung, ways=ways, inner_shots=inner_shots, **r) for r in layers]
+    return rows
+
+
+def nearest_table(subject, protocol, per_kind=4, k=5):
+    """`per_kind` lone objects of each seen and held-out kind: each visual prefix vector against
+    the LM's token embedding table (diagnostics.nearest_rows), a row per kind set and prefix slot."""
+    rows = []
+    for label, kinds in (("seen", world.SEEN_KINDS), ("heldout", world.HELD_OUT_KINDS)):
+        rng = random.Random(f"nearest/{protocol.split}/{protocol.seed}/{label}")
+        drawn = [kind for kind in kinds for _ in range(per_kind)]
+        images = [world.render(world.lone_scene(rng, kind), subject.image_size, rng) for kind in drawn]
+        x = torch.stack([image_to_tensor(im, subject.image_size) for im in images]).to(subject.device)
+        if subject.blind:
+            x = black_images(x)
+        prefixes = subject.model.vision(x).cpu()  # (N, n, D)
+        rows += diagnostics.nearest_rows(prefixes, drawn, subject.model.lm.wte.weight.cpu(), subject.tokenizer,
+                                         label, k)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # every table of a model; seeds; the comparison across models
 
 IMAGE_TASKS = ("caption", "vqa", "okvqa", "binding", "fast_vqa", "separation", "ladder")
+DIAGNOSTIC_TASKS = ("attention", "nearest")  # only when --task names them
 
 
 def run_tasks(subject, protocol, tasks, full=True):
@@ -438,10 +486,14 @@ def run_tasks(subject, protocol, tasks, full=True):
             results[task] = separation_table(subject, protocol, full)
         elif task == "ladder" and full:
             results[task] = ladder_table(subject, protocol)
-        elif task == "ladder":
+        elif task == "attention" and full:
+            results[task] = attention_table(subject, protocol)
+        elif task == "nearest" and full:
+            results[task] = nearest_table(subject, protocol)
+        elif task in ("ladder",) + DIAGNOSTIC_TASKS:
             continue  # a diagnostic: not in the comparison
         else:
-            raise ValueError(f"unknown task {task!r}; choose from {IMAGE_TASKS}")
+            raise ValueError(f"unknown task {task!r}; choose from {IMAGE_TASKS + DIAGNOSTIC_TASKS}")
         print(f"{subject.name}: {task} in {time.time() - t0:.0f} s", file=sys.stderr)
     return results
 
@@ -551,6 +603,7 @@ def parse_args(argv):
                    help="more models for the comparison table: only its cells are computed")
     p.add_argument("--task", default="auto",
                    help=f"comma-separated: {', '.join(IMAGE_TASKS)}, all (these), text-binding; "
+                        f"the diagnostics {', '.join(DIAGNOSTIC_TASKS)} (never in all); "
                         "auto: all for a stage-prefix checkpoint, text-binding for a stage-lm one")
     p.add_argument("--split", choices=world.EPISODE_SPLITS, default="test",
                    help="val: the episodes recipes are chosen on; test: the ones reported")
@@ -577,9 +630,10 @@ def choose_tasks(args):
         return TEXT_TASKS if checkpoint_kind(parse_model_spec(args.ckpt[0])[1]) == "lm" else IMAGE_TASKS
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     tasks = [t for task in tasks for t in (IMAGE_TASKS if task == "all" else (task,))]
-    unknown = [t for t in tasks if t not in IMAGE_TASKS + TEXT_TASKS]
+    unknown = [t for t in tasks if t not in IMAGE_TASKS + DIAGNOSTIC_TASKS + TEXT_TASKS]
     if unknown or not tasks or (set(tasks) & set(TEXT_TASKS) and len(tasks) > 1):
-        raise InputError(f"--task {args.task!r}: choose text-binding alone, or from {', '.join(IMAGE_TASKS)}, all")
+        raise InputError(f"--task {args.task!r}: choose text-binding alone, or from "
+                         f"{', '.join(IMAGE_TASKS + DIAGNOSTIC_TASKS)}, all")
     return tuple(tasks)
 
 

@@ -3,6 +3,7 @@ eval.py's results as Markdown tables, shaped like the paper's (Frozen, Tables 1-
 its episodes, its interval and its baselines.
 """
 
+from diagnostics import MASSES, TOPS
 from scoring import fmt
 
 KINDS_LABEL = {"seen": "seen kinds (the encoder saw them in training)", "heldout": "held-out kinds (never seen)"}
@@ -115,6 +116,42 @@ def print_ladder(rows, out):
     out()
 
 
+def print_attention(rows, out):
+    r0 = rows[0]
+    out(f"Where the LM looks (issue 16): the ladder's binding episodes ({r0['ways']}-way, task induction, "
+        f"{r0['inner_shots']} inner shots, {r0['episodes']} a row), the things shown as reference text or as "
+        f"visual prefixes. At the answer position ('... This is a' -> name), each layer's attention mass on "
+        f"the support things of the query's kind (matching) and of the others, on the name tokens after them, "
+        f"and on the query thing: mean over heads / the head with most. Top: how often the most attended "
+        f"support thing (name) is one of the query's kind, by the head-mean attention / the best head "
+        f"(chance {1 / r0['ways']:.2f}).\n")
+    columns = MASSES + TOPS
+    out("| kinds | things as | layer | " + " | ".join(columns) + " |")
+    out("|---|---|---|" + "---|" * len(columns))
+    for r in rows:
+        cells = [f"{r[c]['mean']:.2f} / {r[c]['max']:.2f} (h{r[c]['head']})" for c in columns]
+        out(f"| {r['kinds']} | {r['things']} | {r['layer']} | " + " | ".join(cells) + " |")
+    out()
+
+
+def print_nearest(rows, out):
+    r0 = rows[0]
+    out(f"Nearest token embeddings (issue 16): each visual prefix vector of lone objects (seen and held-out "
+        f"kinds) against every row of the LM's token embedding table, by cosine. For scale, a token's "
+        f"nearest other token is at {r0['token_nearest_other']:.3f} on average. Own name: one of the tokens "
+        f"of ' kind' among the {r0['k']} nearest; its rank among all tokens.\n")
+    out(f"| kinds | slot | vectors | top-1 cosine | prefix norm | token norm | own name in top {r0['k']} | "
+        f"own name's median rank |")
+    out("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        out(f"| {r['kinds']} | {r['slot']} | {r['vectors']} | {r['top1_cosine']:.3f} | {r['prefix_norm']:.3f} | "
+            f"{r['token_norm']:.3f} | {r['own_name_in_top_k']:.2f} | {r['own_name_median_rank']:.0f} |")
+    for r in rows:
+        for kind, nearest in r["examples"]:
+            out(f"- {r['kinds']} {kind}, slot {r['slot']}: " + ", ".join(f"{t!r} {c:.2f}" for t, c in nearest))
+    out()
+
+
 def print_model_tables(name, entry, out=print):
     """Every table of one model's results (an entry of eval.py's result["models"])."""
     results = entry["results"]
@@ -133,6 +170,10 @@ def print_model_tables(name, entry, out=print):
         print_separation(results["separation"], out)
     if "ladder" in results:
         print_ladder(results["ladder"], out)
+    if "attention" in results:
+        print_attention(results["attention"], out)
+    if "nearest" in results:
+        print_nearest(results["nearest"], out)
 
 
 def print_comparison(result, cells, out=print):
