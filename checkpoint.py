@@ -14,6 +14,7 @@ The training log is one fixed-format line per interval (`step 20 | loss 3.1 | lr
 appended to <out_dir>/<stage>_log.txt: easy to read, grep and plot (`eval.py --plot-log`).
 """
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -104,6 +105,16 @@ def check_tokenizer(ckpt, tokenizer, ckpt_path):
                          f"(hash {tokenizer.hash}, checkpoint expects {ckpt.get('tokenizer_hash')})")
 
 
+def config_of(cls, saved, path):
+    """A model config from a checkpoint's dict; fields this code does not know (a checkpoint of
+    another version of the repo) are refused by name instead of a TypeError."""
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise InputError(f"{path}: its {cls.__name__} has fields this code does not know ({', '.join(unknown)}): "
+                         f"written by another version of this repository")
+    return cls(**saved)
+
+
 def load_lm(path, device="cpu"):
     """The stage-lm GPT and its tokenizer (beside the checkpoint, else where it was written),
     checked against each other."""
@@ -113,7 +124,7 @@ def load_lm(path, device="cpu"):
         tok_path = Path(ckpt["tokenizer"])
     tokenizer = Tokenizer(tok_path)
     check_tokenizer(ckpt, tokenizer, path)
-    model = GPT(GPTConfig(**ckpt["model_config"]))
+    model = GPT(config_of(GPTConfig, ckpt["model_config"], path))
     model.load_state_dict(ckpt["model"])
     return model.to(device), tokenizer, ckpt
 
@@ -140,7 +151,7 @@ def load_frozen(path, device="cpu"):
     trained against. Returns (model in eval mode, tokenizer, checkpoint dict)."""
     ckpt = load_checkpoint(path, "prefix")
     lm, tokenizer, _ = load_lm(lm_path_of(ckpt, path))
-    model = Frozen(lm, FrozenConfig(**ckpt["frozen_config"]), train_lm=trains_lm(ckpt["train_config"]))
+    model = Frozen(lm, config_of(FrozenConfig, ckpt["frozen_config"], path), train_lm=trains_lm(ckpt["train_config"]))
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     if unexpected or any(not k.startswith("lm.") for k in missing):
         raise InputError(f"{path}: weights do not fit its own config (missing {missing[:3]}, "

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from gpt import GPT, left_pad
 from nfresnet import PRESETS as ENCODER_PRESETS, NFResNet
@@ -35,6 +36,9 @@ class FrozenConfig:
     image_size: int = 64
     lm_block: str = "none"  # none | last | K: an LM block inside the vision encoder (Pang et al. 2024)
     lm_block_mode: str = "frozen"  # frozen | finetune | random (its init, trained) | mlp (same size)
+    # a lever, off by default (the paper's map is linear): "token" rms-normalises each prefix vector
+    # to the size of the LM's token embeddings (README: trained prefixes grow 6-9x larger)
+    prefix_scale: str = "free"  # free | token
 
 
 class VisionPrefix(nn.Module):
@@ -49,10 +53,18 @@ class VisionPrefix(nn.Module):
         # frozen LM first reads it as an ordinary, if meaningless, word.
         nn.init.normal_(self.proj.weight, std=0.02 / self.features.num_features ** 0.5)
         nn.init.zeros_(self.proj.bias)
+        if config.prefix_scale not in ("free", "token"):
+            raise ValueError(f"--prefix-scale must be free or token, got {config.prefix_scale!r}")
+        self.token_rms = None
+        if config.prefix_scale == "token":
+            self.token_rms = lm.wte.weight.detach().pow(2).mean().sqrt().item()
 
     def forward(self, images):
         features = self.features(images)  # (B, E)
-        return self.proj(features).view(-1, self.n_prefix, self.lm_width)  # (B, n, D)
+        prefix = self.proj(features).view(-1, self.n_prefix, self.lm_width)  # (B, n, D)
+        if self.token_rms is not None:
+            prefix = self.token_rms * F.rms_norm(prefix, (self.lm_width,))
+        return prefix
 
 
 class Frozen(nn.Module):

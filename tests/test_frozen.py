@@ -197,3 +197,24 @@ def test_resume_of_another_prefix_run_is_refused(lm_dir, pairs_dir, tmp_path, ch
     with pytest.raises(SystemExit) as e:
         train.main(prefix_args(lm_dir, tmp_path, 4, "--data", str(pairs_dir), "--n-prefix", "4", *change, "--resume"))
     assert "prefix.pt: --resume asks for another run" in str(e.value) and field in str(e.value)
+
+
+def test_prefix_scale_token_puts_every_prefix_vector_at_the_token_embeddings_rms():
+    lm = tiny_frozen().lm
+    scaled = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=2, image_size=32, prefix_scale="token"))
+    with torch.no_grad():
+        scaled.vision.proj.weight.mul_(100)  # a map that has grown: the norm still holds
+        prefix = scaled.vision(torch.randn(3, 3, 32, 32))
+    rms = lm.wte.weight.pow(2).mean().sqrt()
+    assert prefix.shape == (3, 2, 32)
+    assert torch.allclose(prefix.pow(2).mean(-1).sqrt(), rms.expand(3, 2), rtol=1e-4)
+    free = tiny_frozen()  # the paper's linear map by default: no norm
+    assert free.config.prefix_scale == "free" and free.vision.token_rms is None
+    with pytest.raises(ValueError, match="prefix-scale"):
+        Frozen(lm, FrozenConfig(encoder="tiny", image_size=32, prefix_scale="big"))
+
+
+def test_a_checkpoint_config_with_unknown_fields_is_refused_by_name():
+    with pytest.raises(checkpoint.InputError, match="run.pt: .*fields this code does not know \\(colour_depth\\)"):
+        checkpoint.config_of(FrozenConfig, {"n_prefix": 2, "colour_depth": 8}, "run.pt")
+    assert checkpoint.config_of(FrozenConfig, {"n_prefix": 3}, "run.pt").n_prefix == 3
