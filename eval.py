@@ -581,9 +581,9 @@ def run_image_tasks(args, protocol, tasks, command, out=print):
             result["models"][name if name not in result["models"] else f"{name} ({len(result['models'])})"] = entry
             if full:
                 print_model_tables(name, entry, out)
-    if len(result["models"]) > 1:
-        print_comparison(result, {name: compare_cells(m["results"], protocol.layout)
-                                  for name, m in result["models"].items()}, out)
+    cells = {name: compare_cells(m["results"], protocol.layout) for name, m in result["models"].items()}
+    if len(cells) > 1 and any(c is not None for row in cells.values() for c in row.values()):
+        print_comparison(result, cells, out)  # not when the tasks run give none of its columns
     return result
 
 
