@@ -394,6 +394,17 @@ def own_captions(subject, images):
     return [c + "." for c in generate_answers(subject, shown, max_new_tokens=32)]
 
 
+def ladder_episodes(subject, protocol, ways, inner_shots):
+    """For seen and held-out kinds: the ladder's binding episodes (paper layout, task induction)
+    with images, and the same episodes with text descriptions where the images are."""
+    options = dict(ways=ways, inner_shots=inner_shots, task_induction=True, layout=protocol.layout)
+    for kinds in ("seen", "heldout"):
+        images = image_episodes(subject, protocol, "binding", kinds=kinds, **options)
+        texts = world.episodes("binding", protocol.episodes, protocol.seed, split=protocol.split, as_text=True,
+                               kinds=kinds, **options)
+        yield kinds, images, texts
+
+
 def ladder_table(subject, protocol, ways=2, inner_shots=5):
     """The same binding episodes (paper layout, task induction) with each image replaced by (a) its
     reference description, as text: the text upper bound; (b) the model's own caption of it, as
@@ -401,11 +412,7 @@ def ladder_table(subject, protocol, ways=2, inner_shots=5):
     thing while the LM cannot match one prefix against another? (a) against (b): do the captions
     lose the kind?"""
     rows = []
-    options = dict(ways=ways, inner_shots=inner_shots, task_induction=True, layout=protocol.layout)
-    for kinds in ("seen", "heldout"):
-        images = image_episodes(subject, protocol, "binding", kinds=kinds, **options)
-        texts = world.episodes("binding", protocol.episodes, protocol.seed, split=protocol.split, as_text=True,
-                               kinds=kinds, **options)
+    for kinds, images, texts in ladder_episodes(subject, protocol, ways, inner_shots):
         pictures = [p for e in images for p in e.pieces if not isinstance(p, str)]
         captions = iter(own_captions(subject, pictures))
         captioned = [world.Episode([p if isinstance(p, str) else next(captions) for p in e.pieces], e.answer,
@@ -427,11 +434,7 @@ def attention_table(subject, protocol, ways=2, inner_shots=5):
     attention on the support things and names of the query's kind and of the others, and how
     often the most attended support thing is one of the query's kind."""
     rows = []
-    options = dict(ways=ways, inner_shots=inner_shots, task_induction=True, layout=protocol.layout)
-    for kinds in ("seen", "heldout"):
-        images = image_episodes(subject, protocol, "binding", kinds=kinds, **options)
-        texts = world.episodes("binding", protocol.episodes, protocol.seed, split=protocol.split, as_text=True,
-                               kinds=kinds, **options)
+    for kinds, images, texts in ladder_episodes(subject, protocol, ways, inner_shots):
         things = [diagnostics.thing_pieces(e) for e in images]  # the same pieces in the text twin
         for rung, episodes in (("reference text", texts), ("visual prefixes", images)):
             prompts = prompts_of(subject, episodes)

@@ -57,7 +57,7 @@ class VisionPrefix(nn.Module):
             raise ValueError(f"--prefix-scale must be free or token, got {config.prefix_scale!r}")
         self.token_rms = None
         if config.prefix_scale == "token":
-            self.token_rms = lm.wte.weight.detach().pow(2).mean().sqrt().item()
+            self.token_rms = lm.embedding_rms().item()
 
     def forward(self, images):
         features = self.features(images)  # (B, E)

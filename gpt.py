@@ -217,6 +217,10 @@ class GPT(nn.Module):
         """Token ids (B, T) -> input embeddings (B, T, C): the space the visual prefix is written into."""
         return self.wte(idx)
 
+    def embedding_rms(self):
+        """The rms of the token embedding table, no gradient: the size of a word as the LM reads it."""
+        return self.wte.weight.detach().pow(2).mean().sqrt()
+
     def rope(self, x, positions, start):
         """cos and sin for the T positions of x (B, T, C) from `start`: (T, hd), a slice of the
         tables; or for positions (B, T), each row's own, (B, 1, T, hd). In the dtype q and k will

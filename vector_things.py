@@ -51,31 +51,23 @@ def thing_vectors(slots, n, width, gen):
     return out
 
 
-def encode_slotted(pieces, tokenizer, n):
-    """Pieces (strings and Slots) -> token ids with pad_id at each slot's n positions, and for
-    every position the index of its slot (-1 on text). Text after anything gets a leading space,
-    as data.encode_pieces joins pieces."""
-    ids, slot_of = [], []
+def passage_tensors(pieces, tokenizer, n, width, gen):
+    """Pieces (strings and Slots) -> ids (L,), pad_id at each slot's n positions; vectors
+    (L, width), each slot's thing_vectors there and zeros on text; is_slot (L,). Text after
+    anything gets a leading space, as data.encode_pieces joins pieces."""
+    things = iter(thing_vectors([p for p in pieces if isinstance(p, Slot)], n, width, gen))
+    ids, vectors, is_slot = [], [], []
     for i, piece in enumerate(pieces):
         if isinstance(piece, Slot):
-            k = max(slot_of, default=-1) + 1
             ids += [tokenizer.pad_id] * n
-            slot_of += [k] * n
+            vectors.append(next(things))
+            is_slot += [True] * n
         else:
             text = tokenizer.encode((" " if i > 0 else "") + piece)
             ids += text
-            slot_of += [-1] * len(text)
-    return ids, slot_of
-
-
-def slot_rows(slot_of, vectors, width):
-    """(len(slot_of), width): each slot's n vectors at its n positions, zeros on text."""
-    rows, first = torch.zeros(len(slot_of), width), {}
-    for j, s in enumerate(slot_of):
-        if s >= 0:
-            first.setdefault(s, j)
-            rows[j] = vectors[s][j - first[s]]
-    return rows
+            vectors.append(torch.zeros(len(text), width))
+            is_slot += [False] * len(text)
+    return torch.tensor(ids), torch.cat(vectors), torch.tensor(is_slot)
 
 
 class VectorThings:
@@ -90,17 +82,14 @@ class VectorThings:
         """ids (T + 1,), vectors (T + 1, width) (zeros on text), is_slot (T + 1,) bool."""
         rng = random.Random(row_seed(self.seed, k, r, 7))
         gen = torch.Generator().manual_seed(row_seed(self.seed, k, r, 8) % 2 ** 63)
-        ids, parts, is_slot = [], [], []
-        while len(ids) < self.block_size + 1:
-            pieces = passage_binding_slots(rng)
-            slots = [p for p in pieces if isinstance(p, Slot)]
-            vectors = thing_vectors(slots, self.n, self.width, gen)
-            passage_ids, slot_of = encode_slotted(pieces, self.tokenizer, self.n)
-            ids += passage_ids + [self.tokenizer.eot_id]
-            parts.append(slot_rows(slot_of + [-1], vectors, self.width))
-            is_slot += [s >= 0 for s in slot_of] + [False]
+        end_of_text = (torch.tensor([self.tokenizer.eot_id]), torch.zeros(1, self.width), torch.tensor([False]))
+        parts, length = [], 0
+        while length < self.block_size + 1:
+            parts += [passage_tensors(passage_binding_slots(rng), self.tokenizer, self.n, self.width, gen),
+                      end_of_text]
+            length += len(parts[-2][0]) + 1
         T = self.block_size + 1
-        return torch.tensor(ids[:T]), torch.cat(parts)[:T], torch.tensor(is_slot[:T])
+        return tuple(torch.cat(column)[:T] for column in zip(*parts))
 
 
 def vector_batch(source, k, rows):
@@ -114,9 +103,8 @@ def vector_batch(source, k, rows):
 def embed_with_vectors(lm, ids, vectors, is_slot):
     """The LM's input embeddings of `ids`, with the slots' vectors in place of their tokens, scaled
     to the size of a token embedding (the table's rms, no gradient through the scale)."""
-    rms = lm.wte.weight.detach().pow(2).mean().sqrt()
     vectors = vectors.to(device=ids.device, dtype=lm.wte.weight.dtype)
-    return torch.where(is_slot[..., None].to(ids.device), rms * vectors, lm.embed(ids))
+    return torch.where(is_slot[..., None].to(ids.device), lm.embedding_rms() * vectors, lm.embed(ids))
 
 
 @torch.no_grad()
@@ -130,12 +118,8 @@ def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batc
     for start in range(0, len(episodes), batch_size):
         sequences = []
         for ep in episodes[start: start + batch_size]:
-            slots = [p for p in ep.pieces if isinstance(p, Slot)]
-            vectors = thing_vectors(slots, n_vectors, lm.config.n_embd, gen)
-            ids, slot_of = encode_slotted(ep.pieces, tokenizer, n_vectors)
-            is_slot = torch.tensor([s >= 0 for s in slot_of])
-            sequences.append(embed_with_vectors(lm, torch.tensor(ids, device=device),
-                                                slot_rows(slot_of, vectors, lm.config.n_embd), is_slot))
+            ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen)
+            sequences.append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
         embeds, mask = left_pad(sequences)
         rows = lm.generate(embeds=embeds, prompt_mask=mask, max_new_tokens=8, stop_tokens=stops)
         answers += [answer_text(tokenizer, row) for row in rows]
