@@ -385,11 +385,10 @@ def bench_prefix(args, rt):
     B, L, S = args.batch_size or cfg.batch_size, args.caption_len, frozen_cfg.image_size
     torch.manual_seed(0)
     model = Frozen(GPT(gpt_config(args)), frozen_cfg).to(rt.device).train()
-    memory_format = torch.channels_last if rt.device.type == "cuda" else torch.contiguous_format
-    model.vision.to(memory_format=memory_format)  # as train.py
+    model.vision.to(memory_format=torch.channels_last)  # as train.py
     optimizer = train.make_optimizer(train.prefix_param_groups(model, cfg), cfg, rt.device)
     train_model = torch.compile(model) if args.compile else model
-    images = torch.randn(B, 3, S, S, device=rt.device).contiguous(memory_format=memory_format)
+    images = torch.randn(B, 3, S, S, device=rt.device).contiguous(memory_format=torch.channels_last)
     captions = torch.randint(2, model.lm.config.vocab_size, (B, L)).tolist()
     inputs, targets = (t.to(rt.device) for t in caption_targets(captions, frozen_cfg.n_prefix, eot_id=0, pad_id=1))
 

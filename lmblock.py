@@ -51,7 +51,7 @@ class ClassifyConfig(RunConfig):
     warmup_steps: int = 50
     min_lr: float = 1e-4
     agc_clip: float = 0.01
-    num_workers: int = 2
+    num_workers: int = -1  # DataLoader processes; -1: none on a CPU, 4 beside a GPU
     eval_interval: int = 200
     eval_images: int = 1000  # test images scored at each evaluation
     ckpt_interval: int = 200

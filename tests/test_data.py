@@ -4,6 +4,7 @@
 import ast
 import inspect
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 import train
-from data import InputError, StepBatches, caption_dataset, image_to_tensor
+from data import InputError, StepBatches, WorldCaptions, black_images, caption_dataset, image_to_tensor
 
 from conftest import write_pairs
 from test_frozen import prefix_args
@@ -135,3 +136,24 @@ def test_step_batches_split_rows_across_processes_like_one_process():
     # one process, 2 micro-batches of 4 == two processes, 1 micro-batch of 4 each
     assert one == [b for step in zip(two[0], two[1]) for b in step]
     assert one[0] != one[2]  # another step, other items
+
+
+def test_blind_world_captions_are_the_same_captions_with_black_images():
+    seen = WorldCaptions(32, seed=3)
+    blind = WorldCaptions(32, seed=3, blind=True)
+    for i in range(5):
+        (image, caption), (black, blind_caption) = seen[i], blind[i]
+        assert blind_caption == caption
+        assert black.shape == image.shape and torch.equal(black, black_images(image))
+
+
+def test_auto_workers_leave_the_cpu_to_the_model_and_asked_ones_are_capped_at_the_cores():
+    from types import SimpleNamespace
+    from common import usable_workers
+    cpu = SimpleNamespace(device=torch.device("cpu"), world_size=1, master=True)
+    cuda = SimpleNamespace(device=torch.device("cuda"), world_size=1, master=True)
+    cores = len(os.sched_getaffinity(0))
+    assert usable_workers(-1, cpu) == 0
+    assert usable_workers(-1, cuda) == min(4, cores)
+    assert usable_workers(1, cpu) == 1
+    assert usable_workers(cores + 5, cpu) == cores
