@@ -36,6 +36,7 @@ from data import InputError, StepBatches, image_to_tensor
 from frozen import FrozenConfig, VisualFeatures
 from nfresnet import adaptive_grad_clip
 from scoring import seed_interval
+from tables import header
 
 # Pang et al. 2024, Table 1 (ImageNet top-1, ViT-S): the finding this study re-makes
 PAPER = {"none": 80.1, "frozen-block": 80.7, "mlp": 80.4, "finetuned-block": 78.9, "random-block": 76.9}
@@ -181,8 +182,7 @@ def classify_table(specs, out=print):
         runs.setdefault(name or Path(path).parent.name, []).append(ckpt)
     out("Kinds accuracy on the world's test split, mean over seeds with a 95% t-interval across them; "
         "beside it Pang et al. 2024's ImageNet top-1 (ViT-S) for the same variant.\n")
-    out("| vision encoder | seeds | accuracy (test) | 95% interval over seeds | each seed | paper (ImageNet) |")
-    out("|---|---|---|---|---|---|")
+    header(out, "vision encoder", "seeds", "accuracy (test)", "95% interval over seeds", "each seed", "paper (ImageNet)")
     rows = {}
     for name, ckpts in runs.items():
         accs = [c["correct"] / c["n"] for c in ckpts]

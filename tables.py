@@ -13,13 +13,19 @@ def fmt_or_dash(cell):
     return fmt(cell) if cell else "–"
 
 
+def header(out, *columns):
+    """A Markdown table's header row and its separator."""
+    out("| " + " | ".join(columns) + " |")
+    out("|" + "---|" * len(columns))
+
+
 def print_text_binding(result, out=print):
     out(f"Text binding: {result['split']} episodes, {result['episodes_per_cell']} a cell, seed {result['seed']}, "
         f"greedy, exact match; [.] is the 95% Wilson interval. Copy score {result['copy']:.2f}. Names: "
         f"nonsense (NONSENSE_NAMES) or heldback (HELD_BACK_NAMES, never tuned on); sentences: paper ('This is "
         f"a dax.'), trained (the corpus's others) or heldback (never in the corpus).\n")
-    out("| layout | query | names | sentences | ways | inner shots | accuracy | chance | answer is a support name |")
-    out("|---|---|---|---|---|---|---|---|---|")
+    header(out, "layout", "query", "names", "sentences", "ways", "inner shots", "accuracy", "chance",
+           "answer is a support name")
     for r in result["rows"]:
         out(f"| {r['layout']} | {r['query']} | {r['names']} | {r['templates']} | {r['ways']} | {r['inner_shots']} | "
             f"{fmt(r)} | {r['chance']:.2f} | {r['some_name']:.2f} |")
@@ -33,8 +39,7 @@ def find(rows, **keys):
 def print_captions(rows, out):
     out("Captioning new scenes (Conceptual Captions' role), zero-shot: what the caption names right, "
         "and the reference captions' teacher-forced perplexity.\n")
-    out("| kinds | kind | colour | count | position | perplexity |")
-    out("|---|---|---|---|---|---|")
+    header(out, "kinds", "kind", "colour", "count", "position", "perplexity")
     for r in rows:
         fields = " | ".join(fmt(r[f]) for f in ("kind", "colour", "count", "position"))
         out(f"| {KINDS_LABEL[r['kinds']]} | {fields} | {r['perplexity']:.2f} |")
@@ -48,8 +53,7 @@ def print_shots(results, out):
     out("VQA (VQAv2's role: what is visible) and OKVQA (facts only the text states), by solved "
         "examples in the prompt (the paper's Table 1).\n")
     shots = sorted({r["shots"] for task in ("vqa", "okvqa") for r in results.get(task, [])})
-    out("| task | " + " | ".join(f"{k}-shot" for k in shots) + " |")
-    out("|---|" + "---|" * len(shots))
+    header(out, "task", *(f"{k}-shot" for k in shots))
     for task, label in (("vqa", "VQA"), ("okvqa", "OKVQA")):
         if task in results:
             out(f"| {label} | " + " | ".join(fmt_or_dash(find(results[task], shots=k)) for k in shots) + " |")
@@ -67,8 +71,7 @@ def print_binding(rows, out):
         "real (the kinds' own); sentences: paper ('This is a dax.') or heldback (never in the corpus). "
         "Last column: how often the answer is one of the episode's names at all, right or wrong.\n")
     for columns in dict.fromkeys(tuple(column_label(c) for c in r["cells"]) for r in rows):
-        out("| names | sentences | kinds | layout | ways | chance | " + " | ".join(columns) + " | a name |")
-        out("|---|---|---|---|---|---|" + "---|" * len(columns) + "---|")
+        header(out, "names", "sentences", "kinds", "layout", "ways", "chance", *columns, "a name")
         for r in rows:
             if tuple(column_label(c) for c in r["cells"]) != columns:
                 continue
@@ -83,8 +86,7 @@ def print_fast_vqa(rows, out):
         "in a picture of both. Baseline: answering about a random object of the picture (half the "
         "time the other one), the score of a model that sees the picture but cannot bind the name.\n")
     shots = [c["inner_shots"] for c in rows[0]["cells"]]
-    out("| names | layout | " + " | ".join(f"{k} inner shots" for k in shots) + " | random object |")
-    out("|---|---|" + "---|" * len(shots) + "---|")
+    header(out, "names", "layout", *(f"{k} inner shots" for k in shots), "random object")
     for r in rows:
         baseline = sum(c["random_object"] for c in r["cells"]) / len(r["cells"])
         out(f"| {r['names']} | {r['layout']} | " + " | ".join(fmt(c) for c in r["cells"]) + f" | {baseline:.2f} |")
@@ -95,8 +97,7 @@ def print_separation(rows, out):
     out("Prefix separation: for triplets (a, a', b), a and a' of one kind and b of another, the "
         "visual prefixes' cosine within and across kinds; how often a is nearer a' than b (0.5 at "
         "random, 0 when every kind collapses onto one prefix); how often the captions of a and b differ.\n")
-    out("| kinds | triplets | cos within | cos across | a nearer a' | captions differ |")
-    out("|---|---|---|---|---|---|")
+    header(out, "kinds", "triplets", "cos within", "cos across", "a nearer a'", "captions differ")
     for r in rows:
         out(f"| {r['kinds']} | {r['n']} | {r['within']:.3f} | {r['across']:.3f} | {fmt(r['nearer'])} | "
             f"{fmt(r['captions_differ'])} |")
@@ -109,8 +110,7 @@ def print_ladder(rows, out):
         "caption of it as text, or by its visual prefix (Frozen as it is). Own captions above prefixes: "
         "the prefix carries the thing but the frozen LM does not match one prefix against another.\n")
     rungs = ("reference text", "own captions as text", "visual prefixes")
-    out("| kinds | chance | " + " | ".join(rungs) + " |")
-    out("|---|---|" + "---|" * len(rungs))
+    header(out, "kinds", "chance", *rungs)
     for r in rows:
         out(f"| {KINDS_LABEL[r['kinds']]} | {1 / r['ways']:.2f} | " + " | ".join(fmt(r[k]) for k in rungs) + " |")
     out()
@@ -126,8 +126,7 @@ def print_attention(rows, out):
         f"support thing (name) is one of the query's kind, by the head-mean attention / the best head "
         f"(chance {1 / r0['ways']:.2f}).\n")
     columns = MASSES + TOPS
-    out("| kinds | things as | layer | " + " | ".join(columns) + " |")
-    out("|---|---|---|" + "---|" * len(columns))
+    header(out, "kinds", "things as", "layer", *columns)
     for r in rows:
         cells = [f"{r[c]['mean']:.2f} / {r[c]['max']:.2f} (h{r[c]['head']})" for c in columns]
         out(f"| {r['kinds']} | {r['things']} | {r['layer']} | " + " | ".join(cells) + " |")
@@ -140,9 +139,8 @@ def print_nearest(rows, out):
         f"kinds) against every row of the LM's token embedding table, by cosine. For scale, a token's "
         f"nearest other token is at {r0['token_nearest_other']:.3f} on average. Own name: one of the tokens "
         f"of ' kind' among the {r0['k']} nearest; its rank among all tokens.\n")
-    out(f"| kinds | slot | vectors | top-1 cosine | prefix norm | token norm | own name in top {r0['k']} | "
-        f"own name's median rank |")
-    out("|---|---|---|---|---|---|---|---|")
+    header(out, "kinds", "slot", "vectors", "top-1 cosine", "prefix norm", "token norm",
+           f"own name in top {r0['k']}", "own name's median rank")
     for r in rows:
         out(f"| {r['kinds']} | {r['slot']} | {r['vectors']} | {r['top1_cosine']:.3f} | {r['prefix_norm']:.3f} | "
             f"{r['token_norm']:.3f} | {r['own_name_in_top_k']:.2f} | {r['own_name_median_rank']:.0f} |")
@@ -182,8 +180,7 @@ def print_comparison(result, cells, out=print):
     out(f"## Comparison\n\n{result['split']} episodes. Binding and Fast-VQA in the {result['layout']} layout, "
         f"nonsense names, held-out kinds, 2-way. Held-out prefixes apart: 'a nearer a'' of the separation "
         f"table. Baselines: chance, the blind rows, and answering about a random object for Fast-VQA.\n")
-    out("| model | seeds | trained | " + " | ".join(columns) + " |")
-    out("|---|---|---|" + "---|" * len(columns))
+    header(out, "model", "seeds", "trained", *columns)
     for name, row in cells.items():
         m = result["models"][name]
         about = m["about"] + (", shown black images" if m["blind"] else "")
