@@ -414,7 +414,8 @@ def bench_prefix(args, rt):
 
 def bench_sample(args, rt):
     """Greedy generation of --new-tokens after a --prompt-len prompt, with and without the KV cache
-    (no stop tokens: every row makes all of them)."""
+    (no stop tokens: every row makes all of them); with --compile also the compiled decoding step,
+    whose tokens must be the eager ones."""
     model_cfg = gpt_config(args)
     torch.manual_seed(0)
     model = GPT(model_cfg).to(rt.device).eval()
@@ -422,13 +423,18 @@ def bench_sample(args, rt):
     prompt = torch.randint(model_cfg.vocab_size, (B, P), device=rt.device)
     contenders = {"sample_cached": lambda: model.generate(prompt, max_new_tokens=N),
                   "sample_uncached": lambda: model.generate(prompt, max_new_tokens=N, use_cache=False)}
+    if args.compile:
+        contenders["sample_compiled"] = lambda: model.generate(prompt, max_new_tokens=N, compile=True)
+        if contenders["sample_compiled"]() != contenders["sample_cached"]():
+            raise SystemExit("bench.py: the compiled decoding step made other tokens than the eager one")
     head_dim = model_cfg.n_embd // model_cfg.n_head
     rt, choice = stage_runtime(args, rt, contenders["sample_cached"], (B, model_cfg.n_head, P + N, head_dim))
     reset_peak_memory(rt.device)
     timed = time_in_turns(contenders, rt, 1, args.rounds, min(args.warmup, 1))
     rows = {}
     for name, (call_s, warmup_s) in timed.items():
-        config = f"{describe_gpt(model)}, {'KV cache' if name == 'sample_cached' else 'no cache'}, {P} + {N} tokens"
+        how = {"sample_cached": "KV cache", "sample_uncached": "no cache", "sample_compiled": "KV cache, compiled"}[name]
+        config = f"{describe_gpt(model)}, {how}, {P} + {N} tokens"
         # step: one new token (one forward of the batch)
         rows[name] = result(args, rt, "sample", config, B, B * N / call_s, "tok/s", call_s / N, warmup_s)
     return rows, choice
@@ -453,6 +459,8 @@ def ratios_of(rows):
     ratio("lm compiled / lm eager", "lm", "lm_eager")
     ratio("baseline compiled / baseline eager", "lm_baseline", "lm_baseline_eager")
     ratio("KV cache / none", "sample_cached", "sample_uncached")
+    ratio("KV cache compiled / none", "sample_compiled", "sample_uncached")
+    ratio("KV cache compiled / eager", "sample_compiled", "sample_cached")
     return ratios
 
 
@@ -511,7 +519,7 @@ def parse_args(argv):
     parser.add_argument("--cpu-attention", choices=["auto", "float32", "autocast"], default="auto",
                         help="CPU, bf16 autocast: attention in float32, or in bf16 as autocast has it; "
                              "auto: the faster, measured (gpt.float32_attention_on_cpu)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training models")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training models, and the decoding step")
     parser.add_argument("--baseline", action="store_true", help="stage lm: time a plain GPT of the same size too")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="rows per training step (default: the preset's, per stage)")

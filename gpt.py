@@ -82,21 +82,29 @@ def apply_rope(x, cos, sin):
 
 class KVCache:
     """Keys and values of every layer for the positions seen so far, so each new token costs one
-    position of compute instead of the whole sequence. Allocated once, for the longest sequence."""
+    position of compute instead of the whole sequence.
+
+    Allocated once, for the longest sequence, and always attended whole: the attention mask (which
+    a call with a cache must give) hides the columns not written yet. So a decoding step has the
+    same shapes at every position, and compiles once (`generate(compile=True)`). Where the next
+    call writes is a tensor, `filled`, for the same reason."""
 
     def __init__(self, config, batch_size, max_len, device, dtype):
         shape = (batch_size, config.n_head, max_len, config.n_embd // config.n_head)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.last_raw_k = [None] * config.n_layer  # smeared keys: the unmixed key of the last position
-        self.length = 0  # positions filled
+        # smeared keys: the unmixed key of the last position written (zero before the first)
+        self.last_raw_k = [torch.zeros(shape[:2] + (1, shape[3]), device=device, dtype=dtype)
+                           for _ in range(config.n_layer)]
+        self.max_len = max_len
+        self.filled = torch.zeros((), dtype=torch.long, device=device)  # columns written so far
+        self.columns = None  # where this call writes (GPT.forward sets it)
 
     def update(self, layer, k, v):
-        """Store k, v (B, nh, T, hd) after the filled positions; return all keys and values so far."""
-        start, end = self.length, self.length + k.size(2)
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        """Store k, v (B, nh, T, hd) at this call's columns; return every column's keys and values."""
+        self.k[layer].index_copy_(2, self.columns, k)
+        self.v[layer].index_copy_(2, self.columns, v)
+        return self.k[layer], self.v[layer]
 
 
 class CausalSelfAttention(nn.Module):
@@ -114,7 +122,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, positions, mask=None, cache=None, layer=0):
         """x (B, T, C); cos, sin broadcast against (B, nh, T, hd): (T, hd), or (B, 1, T, hd) for
-        positions that differ between rows. mask (B, 1, T, S) or None: causal."""
+        positions that differ between rows. mask (B, 1, T, S) or None: causal (S: the cache's
+        length, or T)."""
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k, v = qkv  # (B, nh, T, hd) each: views, no copies
@@ -124,23 +133,20 @@ class CausalSelfAttention(nn.Module):
             qk = qkv[:2]
         q, k = apply_rope(qk, cos, sin)  # q and k rotated in one op
         if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, nh, S, hd), S = cached + T
-        # no mask: causal, which the fused kernel builds itself; one query (a decoding step
-        # without padding) sees every key
-        y = attention(q, k, v, mask, self.dropout if self.training else 0.0, causal=mask is None and T > 1)
+            k, v = cache.update(layer, k, v)  # (B, nh, S, hd), S = the cache's length
+        # no mask: causal, which the fused kernel builds itself
+        y = attention(q, k, v, mask, self.dropout if self.training else 0.0, causal=mask is None)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads
         return self.resid_dropout(self.proj(y))
 
     def smear_keys(self, k, positions, mask, cache, layer):
         """k'_j = s k_j + (1 - s) k_{j-1} for k (B, nh, T, hd); a sequence's first token has no
         previous key (zero)."""
-        last = cache.last_raw_k[layer] if cache is not None else None
-        if last is None:
+        if cache is None:
             previous = F.pad(k[:, :, :-1], (0, 0, 1, 0))  # zero before the first token
-        else:  # decoding: the previous key is the cache's
-            previous = last if k.size(2) == 1 else torch.cat([last, k[:, :, :-1]], dim=2)
-        if cache is not None:
-            cache.last_raw_k[layer] = k[:, :, -1:]
+        else:  # the key before this call's first is the cache's (zero in an empty cache)
+            previous = torch.cat([cache.last_raw_k[layer], k[:, :, :-1]], dim=2)  # a copy
+            cache.last_raw_k[layer].copy_(k[:, :, -1:])
         if mask is not None:  # left padding (it comes with a mask): a row's first real token is at position 0
             previous = previous * (positions > 0)[:, None, :, None]
         s = torch.sigmoid(self.smear).to(k.dtype).view(-1, 1, 1)  # (nh, 1, 1)
@@ -221,22 +227,21 @@ class GPT(nn.Module):
         """The rms of the token embedding table, no gradient: the size of a word as the LM reads it."""
         return self.wte.weight.detach().pow(2).mean().sqrt()
 
-    def rope(self, x, positions, start):
-        """cos and sin for the T positions of x (B, T, C) from `start`: (T, hd), a slice of the
-        tables; or for positions (B, T), each row's own, (B, 1, T, hd). In the dtype q and k will
-        have: x's, or autocast's (bf16), the tables converted once per dtype."""
-        device, T = x.device.type, x.size(1)
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    def rope(self, x, positions, longest):
+        """cos and sin for the T positions of x (B, T, C): 0..T-1, (T, hd), a slice of the tables;
+        or positions (B, T), each row's own, (B, 1, T, hd). In the dtype q and k will have: x's, or
+        autocast's (bf16), the tables converted once per dtype. longest: the sequence's length,
+        which no position reaches."""
+        T, dtype = x.size(1), compute_dtype(x)
         key = (dtype, self.rope_cos.device)
         if key not in self.rope_in_dtype:
             self.rope_in_dtype[key] = self.rope_cos.to(dtype), self.rope_sin.to(dtype)
         cos, sin = self.rope_in_dtype[key]
-        longest = start + T if positions is None else int(positions.max()) + 1
         if longest > cos.size(0):
             raise ValueError(f"sequence of {longest} positions is longer than the "
                              f"{cos.size(0)} this model supports (4 x block_size)")
         if positions is None:
-            return cos[start:start + T], sin[start:start + T]
+            return cos[:T], sin[:T]
         return cos[positions][:, None], sin[positions][:, None]
 
     def forward(self, idx=None, embeds=None, targets=None, positions=None, mask=None, cache=None):
@@ -245,22 +250,24 @@ class GPT(nn.Module):
         targets (B, T): next-token ids, -100 where no loss is wanted; gives (None, mean loss): the
         logits of a training step are not kept (see `loss`).
         positions (B, T) and mask (B, 1, T, S) are for left-padded batches and the KV cache
-        (see `generate`); by default positions count from the cache's length and attention is causal.
+        (see `generate`); by default positions are 0..T-1 and attention is causal. With a cache,
+        both are needed: the T new positions are written after the cache's filled ones, and the
+        mask (S = the cache's length) says which columns each of them sees.
         """
         assert (idx is None) != (embeds is None), "pass exactly one of idx or embeds"
         x = self.embed(idx) if idx is not None else embeds
         B, T, _ = x.shape
-        start = cache.length if cache is not None else 0
-        cos, sin = self.rope(x, positions, start)
-        if positions is None:  # smeared keys need the positions; a plain sequence's are 0..T-1
-            positions = torch.arange(start, start + T, device=x.device).expand(B, T)
-        if mask is None and start > 0 and T > 1:  # new tokens after a cache see every cached position
-            mask = causal_mask(torch.ones(B, start + T, dtype=torch.bool, device=x.device), T)
+        cos, sin = self.rope(x, positions, T if cache is None else cache.max_len)
+        if positions is None:  # smeared keys need the positions
+            positions = torch.arange(T, device=x.device).expand(B, T)
+        if cache is not None:
+            assert mask is not None, "a call with a KV cache needs its attention mask"
+            cache.columns = cache.filled + torch.arange(T, device=x.device)
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, positions, mask, cache, layer)
         if cache is not None:
-            cache.length += T
+            cache.filled += T
         x = self.ln_f(x)
         if targets is None:
             return self.lm_head(x), None
@@ -277,29 +284,34 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def generate(self, idx=None, embeds=None, prompt_mask=None, max_new_tokens=32, temperature=0.0,
-                 top_k=None, top_p=None, stop_tokens=(), use_cache=True, generator=None):
+                 top_k=None, top_p=None, stop_tokens=(), use_cache=True, generator=None, compile=False):
         """Continue a batch of prompts; return the new token ids of each row as a list.
 
         A prompt is token ids `idx` (B, T) or embeddings `embeds` (B, T, C). Prompts of different
         lengths are left-padded, with `prompt_mask` (B, T) True on real positions (see `left_pad`).
         temperature 0 is greedy decoding; otherwise sample, optionally from the top_k tokens or the
         smallest set of tokens with probability mass top_p. A row stops at any of `stop_tokens`
-        (the stop token is not returned) or after max_new_tokens.
+        (the stop token is not returned) or after max_new_tokens. compile: torch.compile the
+        one-token decoding step (its shapes are the same at every position, so it compiles once per
+        batch size and length; it pays when many tokens are made, as in bench.py).
         """
         x = self.embed(idx) if idx is not None else embeds
         (B, T, _), N, device = x.shape, max_new_tokens, x.device
         if prompt_mask is None:
             prompt_mask = torch.ones(B, T, dtype=torch.bool, device=device)
         # Made once for all T + N positions: which are real (the prompt's, then every new token),
-        # and each row's position, counted from its first real token.
+        # each row's position, counted from its first real token, and who sees whom; each step
+        # takes its slice.
         valid = torch.cat([prompt_mask, prompt_mask.new_ones(B, N)], dim=1)  # (B, T + N)
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
-        padded = not bool(prompt_mask.all())
+        mask = causal_mask(valid, T + N)  # (B, 1, T + N, T + N)
         stop = torch.tensor(sorted(stop_tokens), dtype=torch.long, device=device)
         out = torch.zeros(B, N, dtype=torch.long, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
-        cache = KVCache(self.config, B, T + N, device, x.dtype) if use_cache else None
-        logits, _ = self(embeds=x, positions=positions[:, :T], mask=causal_mask(valid[:, :T], T), cache=cache)
+        cache = KVCache(self.config, B, T + N, device, compute_dtype(x)) if use_cache else None
+        step = torch.compile(self, dynamic=False) if compile and use_cache else self
+        logits, _ = self(embeds=x, positions=positions[:, :T], mask=mask[:, :, :T, :T + N if use_cache else T],
+                         cache=cache)
         n = 0  # new tokens so far
         for n in range(1, N + 1):
             next_token = pick_token(logits[:, -1].float(), temperature, top_k, top_p, generator)
@@ -309,15 +321,18 @@ class GPT(nn.Module):
             if n == N or (stop_tokens and done.all()):
                 break
             S, new = T + n, out[:, n - 1:n]  # positions so far, the new token's included
-            if use_cache and padded:  # the new token alone; it sees the real cached positions
-                logits, _ = self(new, positions=positions[:, S - 1:S], mask=valid[:, None, None, :S],
-                                 cache=cache)
-            elif use_cache:  # no padding: positions count from the cache's length; no mask
-                logits, _ = self(new, cache=cache)
+            if use_cache:  # the new token alone; it sees the real positions written so far
+                logits, _ = step(new, positions=positions[:, S - 1:S], mask=mask[:, :, S - 1:S], cache=cache)
             else:  # the whole sequence again
                 seq = torch.cat([x, self.embed(out[:, :n])], dim=1)
-                logits, _ = self(embeds=seq, positions=positions[:, :S], mask=causal_mask(valid[:, :S], S))
+                logits, _ = self(embeds=seq, positions=positions[:, :S], mask=mask[:, :, :S, :S])
         return [cut_at_stop(row, stop_tokens) for row in out[:, :n].tolist()]
+
+
+def compute_dtype(x):
+    """The dtype the layers compute in from input x: x's, or autocast's (bf16) where it is on."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 def causal_mask(valid, n_query):
