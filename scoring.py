@@ -135,19 +135,26 @@ def answer_text_episodes(lm, tokenizer, episodes, batch_size=64, max_new_tokens=
 
 
 @torch.no_grad()
-def copy_score(lm, tokenizer, n=100, seed=0, split="test"):
+def copy_score(lm, tokenizer, n=100, seed=0, split="test", batch_size=64):
     """The share of the second half of repeated random word sequences that the LM predicts
-    (teacher-forced, greedy): near 0 before induction heads form, near 1 after."""
+    (teacher-forced, greedy): near 0 before induction heads form, near 1 after. Sequences are
+    batched right-padded: attention is causal, so the padding after a row's last token changes
+    none of its predictions."""
     device = lm.wte.weight.device
     hits, total = 0, 0
-    for ep in world.episodes("copy", n, seed=seed, split=split):
-        prompt = text_prompt_ids(ep.pieces, tokenizer)
-        answer = tokenizer.encode(" " + ep.answer)
-        ids = torch.tensor([prompt + answer], device=device)
-        logits, _ = lm(ids)
-        predicted = logits[0, len(prompt) - 1: -1].argmax(-1)
-        hits += (predicted == ids[0, len(prompt):]).sum().item()
-        total += len(answer)
+    episodes = world.episodes("copy", n, seed=seed, split=split)
+    for start in range(0, len(episodes), batch_size):
+        rows = [(text_prompt_ids(ep.pieces, tokenizer), tokenizer.encode(" " + ep.answer))
+                for ep in episodes[start: start + batch_size]]
+        longest = max(len(prompt) + len(answer) for prompt, answer in rows)
+        ids = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
+        for i, (prompt, answer) in enumerate(rows):
+            ids[i, :len(prompt) + len(answer)] = torch.tensor(prompt + answer)
+        predicted = lm(ids)[0].argmax(-1)  # (B, T): the token predicted after each position
+        for i, (prompt, answer) in enumerate(rows):
+            end = len(prompt) + len(answer)
+            hits += (predicted[i, len(prompt) - 1: end - 1] == ids[i, len(prompt): end]).sum().item()
+            total += len(answer)
     return hits / total
 
 

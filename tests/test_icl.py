@@ -57,13 +57,17 @@ def test_copy_score_is_near_one_for_an_ideal_induction_head(world_tokenizer):
         wte = torch.nn.Embedding(1, 1)
 
         def forward(self, ids):
-            seq = ids[0].tolist()
-            logits = torch.zeros(1, len(seq), world_tokenizer.vocab_size)
-            for t, token in enumerate(seq):
-                earlier = [j for j in range(t) if seq[j] == token]
-                if earlier:
-                    logits[0, t, seq[earlier[-1] + 1]] = 1.0
+            logits = torch.zeros(*ids.shape, world_tokenizer.vocab_size)
+            for row, seq in enumerate(ids.tolist()):
+                for t, token in enumerate(seq):
+                    earlier = [j for j in range(t) if seq[j] == token]
+                    if earlier:
+                        logits[row, t, seq[earlier[-1] + 1]] = 1.0
             return logits, None
 
     # not 1: a token that occurs twice in a random sequence sends "the last occurrence" astray
-    assert scoring.copy_score(InductionHead(), world_tokenizer, n=10) > 0.8
+    score = scoring.copy_score(InductionHead(), world_tokenizer, n=10)
+    assert score > 0.8
+    # rows of different lengths batched, right-padded: the same score as one row at a time
+    assert scoring.copy_score(InductionHead(), world_tokenizer, n=10, batch_size=3) == score
+    assert scoring.copy_score(InductionHead(), world_tokenizer, n=10, batch_size=1) == score
