@@ -19,7 +19,9 @@ DistributedDataParallel, each process taking its own rows of every batch; only r
 import argparse
 import contextlib
 import sys
+import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -141,6 +143,25 @@ def report(bar, log, step, metrics):
                          for k, v in {"step": step, **metrics}.items()))
 
 
+def evaluate_and_report(evaluate, bar, log, step_log, step):
+    """Run evaluate() (-> metrics), log its metrics and seconds (eval_s); return the seconds.
+    The step timer restarts after it: an evaluation is not a training step's time."""
+    t0 = time.time()
+    metrics = evaluate()
+    metrics["eval_s"] = time.time() - t0
+    report(bar, log, step, metrics)
+    step_log.restart(step)
+    return metrics["eval_s"]
+
+
+def report_eval_share(log, step, eval_s, started):
+    """How much of the training loop's wall time (this run's, since a resume) the in-training
+    evaluations took."""
+    total = time.time() - started
+    print(f"in-training evaluation: {eval_s:.0f} s of the loop's {total:.0f} s ({eval_s / total:.1%})")
+    log.write(step=step, eval_total_s=eval_s, loop_s=total, eval_share=eval_s / total)
+
+
 def already_done(start_step, cfg, path):
     if start_step == cfg.max_steps:
         print(f"{path}: already trained to step {start_step} (--max-steps {cfg.max_steps}); nothing to do")
@@ -238,7 +259,7 @@ def train_lm(cfg, model_cfg):
     step_log = StepLog(log, start_step, tokens_per_step, "tok/s")
 
     model.train()
-    bar = progress(start_step, cfg, rt)
+    bar, eval_s, started = progress(start_step, cfg, rt), 0.0, time.time()
     for step in bar:
         lr = lr_at(step, cfg)
         set_lr(optimizer, lr)
@@ -262,14 +283,15 @@ def train_lm(cfg, model_cfg):
             step_log.write(done, loss.item(), lr)  # .item(): the only host-device sync of a step
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
         if is_due(done, cfg.eval_interval, cfg.max_steps) and rt.master:
-            report(bar, log, done, evaluate_lm(model, tokenizer, val_text, cfg, rt))
-            step_log.restart(done)
+            evaluate = partial(evaluate_lm, model, tokenizer, val_text, cfg, rt)
+            eval_s += evaluate_and_report(evaluate, bar, log, step_log, done)
         if is_due(done, cfg.ckpt_interval, cfg.max_steps) and rt.master:
             save_checkpoint({"kind": "lm", "model": state_dict_of(model), "optimizer": optimizer.state_dict(),
                              **run_record(cfg, model_cfg, rt), "step": done,
                              "tokenizer": str(out / "tokenizer.json"), "tokenizer_hash": tokenizer.hash}, ckpt_path)
     bar.close()
     if rt.master:
+        report_eval_share(log, cfg.max_steps, eval_s, started)
         print(f"saved {ckpt_path} and {out / 'tokenizer.json'}")
     return model, tokenizer
 
@@ -381,7 +403,7 @@ def train_prefix(cfg, frozen_cfg):
     step_log = StepLog(log, start_step, cfg.batch_size * cfg.grad_accum * rt.world_size, "pairs/s")
 
     model.train()  # the vision encoder trains; Frozen.train keeps the frozen LM in eval mode
-    bar = progress(start_step, cfg, rt)
+    bar, eval_s, started = progress(start_step, cfg, rt), 0.0, time.time()
     for step in bar:
         lr = lr_at(step, cfg, cosine=False)
         set_lr(optimizer, lr)
@@ -410,8 +432,8 @@ def train_prefix(cfg, frozen_cfg):
             step_log.write(done, loss.item(), lr)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
         if is_due(done, cfg.eval_interval, cfg.max_steps) and rt.master:
-            report(bar, log, done, evaluate_prefix(model, val_set, collate, cfg, rt))
-            step_log.restart(done)
+            evaluate = partial(evaluate_prefix, model, val_set, collate, cfg, rt)
+            eval_s += evaluate_and_report(evaluate, bar, log, step_log, done)
         if is_due(done, cfg.ckpt_interval, cfg.max_steps) and rt.master:
             save_checkpoint({"kind": "prefix", "model": model.trainable_state_dict(),
                              "optimizer": optimizer.state_dict(),
@@ -419,6 +441,7 @@ def train_prefix(cfg, frozen_cfg):
                              "lm_ckpt": str(lm_path), "lm_hash": lm_hash}, ckpt_path)
     bar.close()
     if rt.master:
+        report_eval_share(log, cfg.max_steps, eval_s, started)
         print(f"saved {ckpt_path}")
     return model, tokenizer
 
