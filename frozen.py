@@ -37,12 +37,15 @@ class FrozenConfig:
     lm_block: str = "none"  # none | last | K: an LM block inside the vision encoder (Pang et al. 2024)
     lm_block_mode: str = "frozen"  # frozen | finetune | random (its init, trained) | mlp (same size)
     # a lever, off by default (the paper's map is linear): "token" rms-normalises each prefix vector
-    # to the size of the LM's token embeddings (README: trained prefixes grow 6-9x larger)
-    prefix_scale: str = "free"  # free | token
+    # to the size of the LM's token embeddings (README: trained prefixes grow 6-9x larger);
+    # "centred" first subtracts each slot's mean over images (README: most slots barely vary)
+    prefix_scale: str = "free"  # free | token | centred
 
 
 class VisionPrefix(nn.Module):
     """image (B, 3, H, W) -> pooled feature (B, E) -> Linear(E, n*D) -> prefix (B, n, D)."""
+
+    SCALES = ("free", "token", "centred")
 
     def __init__(self, config, lm_width, lm=None):
         super().__init__()
@@ -53,19 +56,33 @@ class VisionPrefix(nn.Module):
         # frozen LM first reads it as an ordinary, if meaningless, word.
         nn.init.normal_(self.proj.weight, std=0.02 / self.features.num_features ** 0.5)
         nn.init.zeros_(self.proj.bias)
-        if config.prefix_scale not in ("free", "token"):
-            raise ValueError(f"--prefix-scale must be free or token, got {config.prefix_scale!r}")
+        if config.prefix_scale not in self.SCALES:
+            raise ValueError(f"--prefix-scale must be one of {', '.join(self.SCALES)}, got {config.prefix_scale!r}")
         self.token_rms = None
-        if config.prefix_scale == "token":
+        if config.prefix_scale != "free":
             self.token_rms = lm.embedding_rms().item()
+        self.centred = config.prefix_scale == "centred"
+        if self.centred:  # as BatchNorm's mean: the batch's in training, a running one at inference
+            self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
 
     def forward(self, images):
         features = self.features(images)  # (B, E)
         prefix = self.proj(features).view(-1, self.n_prefix, self.lm_width)  # (B, n, D)
+        if self.centred:
+            prefix = prefix - self.mean_over_images(prefix)
         if self.token_rms is not None:
             prefix = self.token_rms * F.rms_norm(prefix, (self.lm_width,))
         return prefix
 
+    def mean_over_images(self, prefix, momentum=0.1):
+        """Each slot's mean (n, D): of this batch in training (and folded into the running mean),
+        the running mean at inference, so that one image is centred as a batch of them was."""
+        if not self.training:
+            return self.slot_mean
+        mean = prefix.mean(0)
+        with torch.no_grad():
+            self.slot_mean.lerp_(mean.float(), momentum)
+        return mean
 
 class Frozen(nn.Module):
     def __init__(self, lm: GPT, config: FrozenConfig, train_lm=False):

@@ -214,6 +214,28 @@ def test_prefix_scale_token_puts_every_prefix_vector_at_the_token_embeddings_rms
         Frozen(lm, FrozenConfig(encoder="tiny", image_size=32, prefix_scale="big"))
 
 
+def test_prefix_scale_centred_subtracts_each_slots_mean_over_images():
+    lm = tiny_frozen().lm
+    centred = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=2, image_size=32, prefix_scale="centred"))
+    images = torch.randn(6, 3, 32, 32)
+    centred.train()
+    with torch.no_grad():
+        centred.vision.proj.weight.mul_(100)  # a trained map's size (at init rms_norm's eps would show)
+        raw = centred.vision.proj(centred.vision.features(images)).view(6, 2, 32)
+        prefix = centred.vision(images)
+    # in training: the batch's mean out, then token scale (the centred vectors' directions kept)
+    expected = raw - raw.mean(0)
+    rms = lm.wte.weight.pow(2).mean().sqrt()
+    assert torch.allclose(prefix, rms * expected / expected.pow(2).mean(-1, keepdim=True).sqrt(), atol=1e-5)
+    assert torch.allclose(centred.vision.slot_mean, 0.1 * raw.mean(0), atol=1e-6)  # a running mean, from zero
+    # at inference: the running mean, the same for one image as for a batch
+    centred.eval()
+    with torch.no_grad():
+        one, batch = centred.vision(images[:1]), centred.vision(images)
+    assert torch.allclose(one, batch[:1], atol=1e-5)
+    assert "vision.slot_mean" in centred.trainable_state_dict()  # saved with the encoder
+
+
 def test_a_checkpoint_config_with_unknown_fields_is_refused_by_name():
     with pytest.raises(checkpoint.InputError, match="run.pt: .*fields this code does not know \\(colour_depth\\)"):
         checkpoint.config_of(FrozenConfig, {"n_prefix": 2, "colour_depth": 8}, "run.pt")
