@@ -20,6 +20,10 @@ def test_stage_lm_writes_a_loadable_checkpoint_and_log(corpus, tmp_path):
     rows = checkpoint.read_log(tmp_path / "lm_log.txt")
     assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6, 8]
     assert [r["step"] for r in rows if "val_loss" in r] == [4, 8]
+    assert all(r["eval_s"] > 0 for r in rows if "val_loss" in r)  # each evaluation's seconds
+    summary, = [r for r in rows if "eval_share" in r]  # and their share of the loop, at the end
+    assert summary["step"] == 8 and 0 < summary["eval_share"] < 1
+    assert summary["eval_total_s"] <= summary["loop_s"]
     assert not (tmp_path / "lm.pt.tmp").exists()
 
 
