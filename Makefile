@@ -69,7 +69,7 @@ paper: install
 # The LM-block comparison (Pang et al. 2024) on the world's kinds, lmblock.py: NF-ResNet alone, +
 # the LM's last block frozen, + a trainable MLP of its size, + the block fine-tuned, + a random
 # block; each with the seeds in LMB_SEEDS (one table row per variant: the mean over its seeds and
-# a t-interval across them).
+# a t-interval across them). 24 min 45 s on a 2-core AMD EPYC (Zen 4), its table in docs/lmblock/.
 # Needs a stage-lm checkpoint: LM=out/lm.pt after `make demo`, the default after `make paper`.
 LM ?= $(PAPER)/seed$(FIRST_SEED)/lm/lm.pt
 LMB = $(OUT)/lmblock
