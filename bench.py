@@ -70,6 +70,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import gpt
 import train
 from frozen import Frozen, FrozenConfig, caption_targets
+from common import bf16_attention_is_slower
 from gpt import GPT, GPTConfig
 
 # dense (non-sparse) bf16 tensor-core peak, TFLOP/s, NVIDIA datasheets; first match wins
@@ -141,26 +142,6 @@ def fastest_cpu_dtype(step, steps=2, rounds=3):
             seconds[dtype].append((time.perf_counter() - t0) / steps)
     fastest = {dtype: min(s) for dtype, s in seconds.items()}
     return min(fastest, key=fastest.get), fastest
-
-
-def bf16_attention_is_slower(batch, n_head, T, head_dim, rounds=3):
-    """Whether PyTorch's causal attention, forward and backward, at this shape is slower in bf16
-    than in float32 on this CPU (timed in turns, the fastest round of each; it is on CPUs without AMX)."""
-    inputs = {dtype: [torch.randn(batch, n_head, T, head_dim, dtype=dtype, requires_grad=True) for _ in range(3)]
-              for dtype in (torch.bfloat16, torch.float32)}
-
-    def run(dtype):
-        F.scaled_dot_product_attention(*inputs[dtype], is_causal=True).sum().backward()
-
-    seconds = {dtype: [] for dtype in inputs}
-    for dtype in inputs:
-        run(dtype)  # untimed
-    for _ in range(rounds):
-        for dtype in inputs:
-            t0 = time.perf_counter()
-            run(dtype)
-            seconds[dtype].append(time.perf_counter() - t0)
-    return min(seconds[torch.bfloat16]) > min(seconds[torch.float32])
 
 
 # ---------------------------------------------------------------------------------------------

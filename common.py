@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
+import gpt
 from checkpoint import Log, config_differences, load_checkpoint
 from data import InputError, row_seed
 
@@ -126,6 +128,37 @@ def setup_runtime(device="auto", dtype="auto"):
     if dtype == "auto":
         dtype = "bfloat16" if device.type == "cuda" else "float32"
     return Runtime(device, getattr(torch, dtype), rank, world_size)
+
+
+def choose_cpu_attention(rt, batch, n_head, T, head_dim):
+    """Under bf16 autocast on a CPU, run attention in float32 where this CPU's bf16 attention is
+    the slower (CPUs without AMX: 2.1x at 16 x 128 positions on a Zen 4; gpt.py's
+    float32_attention_on_cpu), measured at the stage's shape. Elsewhere nothing changes."""
+    if rt.device.type != "cpu" or rt.dtype != torch.bfloat16:
+        return
+    gpt.float32_attention_on_cpu = bf16_attention_is_slower(batch, n_head, T, head_dim)
+    if rt.master:
+        print(f"bf16 on a CPU: attention in {'float32' if gpt.float32_attention_on_cpu else 'bf16'} (measured faster)")
+
+
+def bf16_attention_is_slower(batch, n_head, T, head_dim, rounds=3):
+    """Whether PyTorch's causal attention, forward and backward, at this shape is slower in bf16
+    than in float32 on this CPU (timed in turns, the fastest round of each; it is on CPUs without AMX)."""
+    inputs = {dtype: [torch.randn(batch, n_head, T, head_dim, dtype=dtype, requires_grad=True) for _ in range(3)]
+              for dtype in (torch.bfloat16, torch.float32)}
+
+    def run(dtype):
+        F.scaled_dot_product_attention(*inputs[dtype], is_causal=True).sum().backward()
+
+    seconds = {dtype: [] for dtype in inputs}
+    for dtype in inputs:
+        run(dtype)  # untimed
+    for _ in range(rounds):
+        for dtype in inputs:
+            t0 = time.perf_counter()
+            run(dtype)
+            seconds[dtype].append(time.perf_counter() - t0)
+    return min(seconds[torch.bfloat16]) > min(seconds[torch.float32])
 
 
 def resolve_compile(flag, device):

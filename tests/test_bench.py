@@ -6,6 +6,7 @@ import json
 import torch
 
 import bench
+import common
 import gpt
 
 TINY = ["--steps", "1", "--rounds", "2", "--warmup", "1", "--batch-size", "2", "--n-layer", "1",
@@ -85,3 +86,16 @@ def test_lm_flops_are_nanogpts_estimate():
     assert bench.gpt_flops_per_token(model, 16) == 6 * N + 12 * 2 * 2 * 16 * 16
     # frozen weights: no weight gradients, so 4N instead of 6N
     assert bench.gpt_flops_per_token(model, 16, weight_grads=False) == 4 * N + 12 * 2 * 32 * 16
+
+
+def test_training_measures_cpu_attention_only_under_bf16(monkeypatch):
+    """train.py's choose_cpu_attention: under bf16 on a CPU the flag is the measurement's answer;
+    in float32 (or on another device) it is left alone."""
+    monkeypatch.setattr(gpt, "float32_attention_on_cpu", False)
+    monkeypatch.setattr(common, "bf16_attention_is_slower", lambda *shape: shape == (2, 2, 8, 16))
+    common.choose_cpu_attention(common.Runtime(torch.device("cpu"), torch.float32, 0, 1), 2, 2, 8, 16)
+    assert gpt.float32_attention_on_cpu is False
+    common.choose_cpu_attention(common.Runtime(torch.device("cpu"), torch.bfloat16, 0, 1), 2, 2, 8, 16)
+    assert gpt.float32_attention_on_cpu is True
+    monkeypatch.undo()
+    assert isinstance(common.bf16_attention_is_slower(1, 1, 4, 8, rounds=1), bool)  # the real one runs
