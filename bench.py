@@ -69,8 +69,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gpt
 import train
-from frozen import Frozen, FrozenConfig, caption_targets
 from common import bf16_attention_is_slower
+from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
 
 # dense (non-sparse) bf16 tensor-core peak, TFLOP/s, NVIDIA datasheets; first match wins

@@ -130,13 +130,15 @@ def setup_runtime(device="auto", dtype="auto"):
     return Runtime(device, getattr(torch, dtype), rank, world_size)
 
 
-def choose_cpu_attention(rt, batch, n_head, T, head_dim):
+def choose_cpu_attention(rt, batch, lm_config, T):
     """Under bf16 autocast on a CPU, run attention in float32 where this CPU's bf16 attention is
     the slower (CPUs without AMX: 2.1x at 16 x 128 positions on a Zen 4; gpt.py's
-    float32_attention_on_cpu), measured at the stage's shape. Elsewhere nothing changes."""
+    float32_attention_on_cpu), measured at the stage's shape: batch rows of T positions through
+    the heads of the GPT of lm_config. Elsewhere nothing changes."""
     if rt.device.type != "cpu" or rt.dtype != torch.bfloat16:
         return
-    gpt.float32_attention_on_cpu = bf16_attention_is_slower(batch, n_head, T, head_dim)
+    head_dim = lm_config.n_embd // lm_config.n_head
+    gpt.float32_attention_on_cpu = bf16_attention_is_slower(batch, lm_config.n_head, T, head_dim)
     if rt.master:
         print(f"bf16 on a CPU: attention in {'float32' if gpt.float32_attention_on_cpu else 'bf16'} (measured faster)")
 

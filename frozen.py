@@ -84,6 +84,7 @@ class VisionPrefix(nn.Module):
             self.slot_mean.lerp_(mean.float(), momentum)
         return mean
 
+
 class Frozen(nn.Module):
     def __init__(self, lm: GPT, config: FrozenConfig, train_lm=False):
         super().__init__()

@@ -239,8 +239,7 @@ def train_lm(cfg, model_cfg):
     val_text = text_source(cfg, tokenizer, model_cfg.block_size, "val")
 
     model = GPT(model_cfg).to(rt.device)
-    head_dim = model_cfg.n_embd // model_cfg.n_head
-    choose_cpu_attention(rt, cfg.batch_size, model_cfg.n_head, model_cfg.block_size, head_dim)
+    choose_cpu_attention(rt, cfg.batch_size, model_cfg, model_cfg.block_size)
     optimizer = make_optimizer(decay_groups(model.parameters(), cfg.weight_decay), cfg, rt.device)
     ckpt_path = out / "lm.pt"
     ckpt = resume_from(ckpt_path, "lm", cfg, model_cfg, rt)
@@ -380,8 +379,8 @@ def train_prefix(cfg, frozen_cfg):
     # channels-last convolutions: faster on GPUs and on CPUs alike (oneDNN; 1.2-1.4x on the tiny
     # encoder's forward and backward on a 2-core AMD EPYC)
     model.vision.to(memory_format=torch.channels_last)
-    lm_cfg = model.lm.config  # attention over the prefix and a caption of about 16 tokens
-    choose_cpu_attention(rt, cfg.batch_size, lm_cfg.n_head, frozen_cfg.n_prefix + 16, lm_cfg.n_embd // lm_cfg.n_head)
+    # attention over the prefix and a caption of about 16 tokens
+    choose_cpu_attention(rt, cfg.batch_size, model.lm.config, frozen_cfg.n_prefix + 16)
     optimizer = make_optimizer(prefix_param_groups(model, cfg, lm_lr), cfg, rt.device)
     ckpt_path = out / "prefix.pt"
     ckpt = resume_from(ckpt_path, "prefix", cfg, frozen_cfg, rt, model_key="frozen_config")

@@ -93,9 +93,10 @@ def test_training_measures_cpu_attention_only_under_bf16(monkeypatch):
     in float32 (or on another device) it is left alone."""
     monkeypatch.setattr(gpt, "float32_attention_on_cpu", False)
     monkeypatch.setattr(common, "bf16_attention_is_slower", lambda *shape: shape == (2, 2, 8, 16))
-    common.choose_cpu_attention(common.Runtime(torch.device("cpu"), torch.float32, 0, 1), 2, 2, 8, 16)
+    lm_config = gpt.GPTConfig(n_head=2, n_embd=32)  # head_dim 16
+    common.choose_cpu_attention(common.Runtime(torch.device("cpu"), torch.float32, 0, 1), 2, lm_config, 8)
     assert gpt.float32_attention_on_cpu is False
-    common.choose_cpu_attention(common.Runtime(torch.device("cpu"), torch.bfloat16, 0, 1), 2, 2, 8, 16)
+    common.choose_cpu_attention(common.Runtime(torch.device("cpu"), torch.bfloat16, 0, 1), 2, lm_config, 8)
     assert gpt.float32_attention_on_cpu is True
     monkeypatch.undo()
     assert isinstance(common.bf16_attention_is_slower(1, 1, 4, 8, rounds=1), bool)  # the real one runs
