@@ -19,6 +19,7 @@ images are world/'s drawings, so the encoder is a small NF-ResNet at 32-128 px b
 """
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,14 +39,15 @@ class FrozenConfig:
     lm_block_mode: str = "frozen"  # frozen | finetune | random (its init, trained) | mlp (same size)
     # a lever, off by default (the paper's map is linear): "token" rms-normalises each prefix vector
     # to the size of the LM's token embeddings (README: trained prefixes grow 6-9x larger);
-    # "centred" first subtracts each slot's mean over images (README: most slots barely vary)
-    prefix_scale: str = "free"  # free | token | centred
+    # "centred" first subtracts each slot's mean over images (README: most slots barely vary);
+    # "vocab" makes each prefix vector a softmax-weighted average of the LM's token embeddings
+    prefix_scale: str = "free"  # free | token | centred | vocab
 
 
 class VisionPrefix(nn.Module):
     """image (B, 3, H, W) -> pooled feature (B, E) -> Linear(E, n*D) -> prefix (B, n, D)."""
 
-    SCALES = ("free", "token", "centred")
+    SCALES = ("free", "token", "centred", "vocab")
 
     def __init__(self, config, lm_width, lm=None):
         super().__init__()
@@ -59,11 +61,18 @@ class VisionPrefix(nn.Module):
         if config.prefix_scale not in self.SCALES:
             raise ValueError(f"--prefix-scale must be one of {', '.join(self.SCALES)}, got {config.prefix_scale!r}")
         self.token_rms = None
-        if config.prefix_scale != "free":
+        if config.prefix_scale in ("token", "centred"):
             self.token_rms = lm.embedding_rms().item()
         self.centred = config.prefix_scale == "centred"
         if self.centred:  # as BatchNorm's mean: the batch's in training, a running one at inference
             self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
+        self.words = None
+        if config.prefix_scale == "vocab":
+            # the LM's embedding table, read, not owned: a list keeps it out of this module's
+            # parameters and state dict (it is the frozen LM's)
+            self.words = [lm.wte]
+            self.register_buffer("readable", torch.ones(lm.config.vocab_size, dtype=torch.bool))
+            self.sharpness = nn.Parameter(torch.tensor(math.log(10.0)))  # a cosine of 1 -> logit 10
 
     def forward(self, images):
         features = self.features(images)  # (B, E)
@@ -72,7 +81,25 @@ class VisionPrefix(nn.Module):
             prefix = prefix - self.mean_over_images(prefix)
         if self.token_rms is not None:
             prefix = self.token_rms * F.rms_norm(prefix, (self.lm_width,))
+        if self.words is not None:
+            prefix = self.mixture_of_words(prefix)
         return prefix
+
+    def mixture_of_words(self, queries):
+        """Each prefix vector as a weighted average of the frozen LM's token embeddings (B, n, D),
+        the weights a softmax over the vocabulary of the query's cosine with each word, times a
+        learned sharpness (as CLIP's logit scale). A prefix then lies among the words the LM has
+        learned to read and to match in context: its induction heads bind a query to a support
+        example by the words they share (README, "Why binding through images is hard"). A lever:
+        the paper's map is linear."""
+        table = self.words[0].weight  # (V, D)
+        cosine = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).t()  # (B, n, V)
+        logits = (self.sharpness.exp().clamp(max=100) * cosine).float().masked_fill(~self.readable, float("-inf"))
+        return logits.softmax(-1).to(table.dtype) @ table
+
+    def exclude_words(self, ids):
+        """Words no prefix may use: end-of-text would end the document, padding is never read."""
+        self.readable[list(ids)] = False
 
     def mean_over_images(self, prefix, momentum=0.1):
         """Each slot's mean (n, D): of this batch in training (and folded into the running mean),

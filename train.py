@@ -62,6 +62,7 @@ class LMConfig(RunConfig):
     # are binding passages whose things are n_vectors input vectors each (vector_things.py)
     vector_things: float = 0.0
     n_vectors: int = 4  # the tiny preset's visual prefix length
+    vector_hardness: float = 1.0  # scales the kinds' overlap and the examples' noise (vector_things.py)
 
 
 @dataclass
@@ -210,7 +211,8 @@ def evaluate_lm(model, tokenizer, val_text, cfg, rt):
         metrics.update(text_icl_scores(model, tokenizer, cfg.icl_episodes))
     if cfg.icl_episodes and cfg.vector_things:
         for ways in (2, 5):
-            cell = vector_binding_score(model, tokenizer, cfg.icl_episodes, cfg.n_vectors, ways=ways, inner_shots=1)
+            cell = vector_binding_score(model, tokenizer, cfg.icl_episodes, cfg.n_vectors, ways=ways, inner_shots=1,
+                                        hardness=cfg.vector_hardness)
             metrics[f"vec{ways}"] = cell["acc"]
     model.train()
     return metrics
@@ -254,7 +256,8 @@ def train_lm(cfg, model_cfg):
     train_model = wrap_for_training(model, cfg, rt)
     things, n_things = None, 0
     if cfg.vector_things:
-        things = VectorThings(tokenizer, model_cfg.block_size, cfg.n_vectors, model_cfg.n_embd, cfg.seed)
+        things = VectorThings(tokenizer, model_cfg.block_size, cfg.n_vectors, model_cfg.n_embd, cfg.seed,
+                              hardness=cfg.vector_hardness)
         n_things = round(cfg.vector_things * cfg.batch_size)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * rt.world_size * model_cfg.block_size
     step_log = StepLog(log, start_step, tokens_per_step, "tok/s")
@@ -318,6 +321,8 @@ def build_frozen(cfg, frozen_cfg, device):
         raise InputError(f"--lm-init must be pretrained or scratch, got {cfg.lm_init!r}")
     train_lm = cfg.finetune_lm or cfg.lm_init == "scratch"
     model = Frozen(lm, frozen_cfg, train_lm=train_lm).to(device)
+    if model.vision.words is not None:  # --prefix-scale vocab: only words the LM has read
+        model.vision.exclude_words([tokenizer.eot_id, tokenizer.pad_id, *range(tokenizer.vocab_size, lm.config.vocab_size)])
     return model, tokenizer, lm_path, lm_lr
 
 

@@ -19,11 +19,13 @@ prefixes. This departs from the paper, whose LM read text only: README reports r
 without it.
 """
 
+import argparse
 import random
 
 import torch
 
 import world
+from checkpoint import load_lm
 from data import row_seed
 from gpt import left_pad
 from scoring import answer_text, score_binding, stop_ids
@@ -31,12 +33,14 @@ from world.fewshot import Slot
 from world.text import passage_binding_slots
 
 
-def thing_vectors(slots, n, width, gen):
+def thing_vectors(slots, n, width, gen, hardness=1.0):
     """(n, width) vectors for each Slot, in order: a prototype per kind, sqrt(a) of it shared by
     the passage's kinds; each distinct scene a noisy copy, noise share b; the same scene object,
     the same vectors. a, b and an overall scale are drawn per passage, so the LM meets near and far
-    kinds, clean and noisy examples, small and large vectors. Unit variance before the scale."""
-    a, b = 0.75 * torch.rand((), generator=gen), 0.1 + 0.5 * torch.rand((), generator=gen)
+    kinds, clean and noisy examples, small and large vectors. Unit variance before the scale.
+    hardness scales a and b: 1 draws a in [0, 0.75), b in [0.1, 0.6); 0.5 half of each."""
+    a = hardness * 0.75 * torch.rand((), generator=gen)
+    b = hardness * (0.1 + 0.5 * torch.rand((), generator=gen))
     scale = 2.0 ** (2 * torch.rand((), generator=gen) - 1)  # 0.5 .. 2
     common = torch.randn(n, width, generator=gen)
     prototypes, examples, out = {}, {}, []
@@ -51,11 +55,11 @@ def thing_vectors(slots, n, width, gen):
     return out
 
 
-def passage_tensors(pieces, tokenizer, n, width, gen):
+def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0):
     """Pieces (strings and Slots) -> ids (L,), pad_id at each slot's n positions; vectors
     (L, width), each slot's thing_vectors there and zeros on text; is_slot (L,). Text after
     anything gets a leading space, as data.encode_pieces joins pieces."""
-    things = iter(thing_vectors([p for p in pieces if isinstance(p, Slot)], n, width, gen))
+    things = iter(thing_vectors([p for p in pieces if isinstance(p, Slot)], n, width, gen, hardness))
     ids, vectors, is_slot = [], [], []
     for i, piece in enumerate(pieces):
         if isinstance(piece, Slot):
@@ -74,8 +78,9 @@ class VectorThings:
     """Stage-lm rows of binding passages with vector things. Row r of batch k is packed from its
     own passages (seeded by seed, split, k, r), end-of-text between them, like data.WorldText."""
 
-    def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train"):
+    def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train", hardness=1.0):
         self.tokenizer, self.block_size, self.n, self.width = tokenizer, block_size, n_vectors, width
+        self.hardness = hardness
         self.seed = seed if split == "train" else seed + 1_000_003
 
     def row(self, k, r):
@@ -85,7 +90,8 @@ class VectorThings:
         end_of_text = (torch.tensor([self.tokenizer.eot_id]), torch.zeros(1, self.width), torch.tensor([False]))
         parts, length = [], 0
         while length < self.block_size + 1:
-            parts += [passage_tensors(passage_binding_slots(rng), self.tokenizer, self.n, self.width, gen),
+            parts += [passage_tensors(passage_binding_slots(rng), self.tokenizer, self.n, self.width, gen,
+                                      self.hardness),
                       end_of_text]
             length += len(parts[-2][0]) + 1
         T = self.block_size + 1
@@ -108,7 +114,8 @@ def embed_with_vectors(lm, ids, vectors, is_slot):
 
 
 @torch.no_grad()
-def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batch_size=50, **options):
+def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batch_size=50, hardness=1.0,
+                         **options):
     """Binding through vector things: world's binding episodes (the paper's layout) with each
     image a Slot, filled as in training; the greedy answer scored as the image episodes are."""
     episodes = world.episodes("binding", n_episodes, split=split, as_slots=True, **options)
@@ -118,9 +125,31 @@ def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batc
     for start in range(0, len(episodes), batch_size):
         sequences = []
         for ep in episodes[start: start + batch_size]:
-            ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen)
+            ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, hardness)
             sequences.append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
         embeds, mask = left_pad(sequences)
         rows = lm.generate(embeds=embeds, prompt_mask=mask, max_new_tokens=8, stop_tokens=stops)
         answers += [answer_text(tokenizer, row) for row in rows]
     return score_binding(answers, episodes)
+
+
+def main(argv=None):
+    """`python vector_things.py --lm-ckpt out/lm.pt --hardness 0 0.3 1`: an LM's binding through
+    vector things at each hardness (0: every example its kind's prototype, the query an exact copy)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--lm-ckpt", default="out/lm.pt")
+    parser.add_argument("--hardness", type=float, nargs="+", default=[0.0, 1.0])
+    parser.add_argument("--episodes", type=int, default=100)
+    args = parser.parse_args(argv)
+    lm, tokenizer, ckpt = load_lm(args.lm_ckpt)
+    n = ckpt["train_config"].get("n_vectors", 4)
+    print(f"{args.lm_ckpt}: binding through {n} vectors a thing, 1 inner shot, {args.episodes} val episodes a cell")
+    print("| hardness | 2-way | 5-way |\n|---|---|---|")
+    for hardness in args.hardness:
+        acc = [vector_binding_score(lm.eval(), tokenizer, args.episodes, n, hardness=hardness, ways=w, inner_shots=1)["acc"]
+               for w in (2, 5)]
+        print(f"| {hardness:g} | {acc[0]:.2f} | {acc[1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

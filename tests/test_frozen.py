@@ -236,6 +236,33 @@ def test_prefix_scale_centred_subtracts_each_slots_mean_over_images():
     assert "vision.slot_mean" in centred.trainable_state_dict()  # saved with the encoder
 
 
+def test_prefix_scale_vocab_makes_each_prefix_vector_an_average_of_readable_token_embeddings():
+    lm = tiny_frozen().lm
+    words = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=2, image_size=32, prefix_scale="vocab"))
+    words.vision.exclude_words([0, 1])
+    table = lm.wte.weight.detach()
+    queries = torch.randn(3, 2, 32)
+    prefix = words.vision.mixture_of_words(queries).detach()
+    # the mixture's weights, recomputed: a softmax over the readable words, none on 0 and 1
+    logits = 10 * F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).t()
+    w = logits.masked_fill(torch.arange(50) < 2, float("-inf")).softmax(-1)
+    assert torch.allclose(prefix, w @ table, atol=1e-6)
+    assert (w[..., :2] == 0).all() and torch.allclose(w.sum(-1), torch.ones(3, 2))
+    # at the sharpest scale a query along one word picks that word: the prefix is then that token
+    with torch.no_grad():
+        words.vision.sharpness.fill_(100.0)  # clamped to a logit scale of 100
+    sharp = words.vision.mixture_of_words(table[7].expand(1, 1, 32)).detach()
+    assert torch.allclose(sharp[0, 0], table[7], atol=1e-4)
+    # even when an excluded word matches best, none of its embedding is used
+    assert not torch.allclose(words.vision.mixture_of_words(table[1].expand(1, 1, 32))[0, 0], table[1], atol=1e-3)
+    # the table stays the frozen LM's: not the encoder's parameter, not saved with it, no gradient
+    assert all(p is not lm.wte.weight for p in words.vision.parameters())
+    assert "vision.readable" in words.trainable_state_dict()
+    assert not any(k.startswith("vision.") and "wte" in k for k in words.trainable_state_dict())
+    words(torch.randn(2, 3, 32, 32), torch.randint(2, 50, (2, 5)), torch.randint(2, 50, (2, 7))).backward()
+    assert lm.wte.weight.grad is None and words.vision.proj.weight.grad.abs().sum() > 0
+
+
 def test_a_checkpoint_config_with_unknown_fields_is_refused_by_name():
     with pytest.raises(checkpoint.InputError, match="run.pt: .*fields this code does not know \\(colour_depth\\)"):
         checkpoint.config_of(FrozenConfig, {"n_prefix": 2, "colour_depth": 8}, "run.pt")

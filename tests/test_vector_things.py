@@ -51,6 +51,20 @@ def test_the_same_scene_gets_the_same_vectors_and_a_kind_its_own_cluster():
     assert sum(n < f for n, f in zip(near, far)) >= 45  # another apple is nearer than a car
 
 
+def test_lower_hardness_brings_the_examples_of_a_kind_nearer():
+    apples = [Slot(world.lone_scene(random.Random(i), "apple")) for i in range(2)]
+
+    def spread(hardness):  # an apple's distance to another apple, relative to its size
+        gen = torch.Generator().manual_seed(0)
+        pairs = [thing_vectors(apples, 4, 64, gen, hardness) for _ in range(50)]
+        return sum(((v - w).norm() / v.norm()).item() for v, w in pairs) / 50
+
+    assert spread(0.3) < 0.6 * spread(1.0)
+    gen = torch.Generator().manual_seed(0)
+    clean = thing_vectors(apples, 4, 64, gen, hardness=0.0)
+    assert torch.equal(clean[0], clean[1])  # no noise: every example is its kind's prototype
+
+
 def test_rows_hold_vectors_on_slots_only_and_no_loss_where_a_slot_comes_next(tokenizer):
     source = VectorThings(tokenizer, 128, 4, 16, seed=0)
     x, y, vectors, is_slot = vector_batch(source, 3, range(2))
