@@ -40,6 +40,7 @@ from gpt import GPT, GPTConfig
 from nfresnet import adaptive_grad_clip
 from scoring import text_icl_scores
 from vector_things import VectorThings, embed_with_vectors, vector_batch, vector_binding_score
+from world import TextMix
 
 # ---------------------------------------------------------------------------------------------
 # configs and presets
@@ -62,6 +63,9 @@ class LMConfig(RunConfig):
     # are binding passages whose things are n_vectors input vectors each (vector_things.py)
     vector_things: float = 0.0
     n_vectors: int = 4  # the tiny preset's visual prefix length
+    # a lever, off by default: this weight of the corpus (TextMix's weights sum to 1) is
+    # paper-layout binding whose things are random word phrases (world/text.py: passage_binding_words)
+    word_things: float = 0.0
     vector_hardness: float = 1.0  # scales the kinds' overlap and the examples' noise (vector_things.py)
 
 
@@ -177,7 +181,7 @@ def already_done(start_step, cfg, path):
 def text_source(cfg, tokenizer, block_size, split):
     if cfg.text:
         return FileText(cfg.text, tokenizer, block_size, cfg.seed, split)
-    return WorldText(tokenizer, block_size, cfg.seed, split)
+    return WorldText(tokenizer, block_size, cfg.seed, split, TextMix(binding_words=cfg.word_things))
 
 
 def prepare_tokenizer(cfg, model_cfg, rt):

@@ -215,6 +215,25 @@ def test_corpus_binding_passages_use_the_episode_layout():
         assert any(passage_pattern(n).fullmatch(text) for n in world.HELD_BACK_NAMINGS), text
 
 
+def test_word_thing_passages_bind_each_name_to_one_phrase_and_leave_the_corpus_unchanged_when_off():
+    from world.text import passage_binding_words, text_documents
+    rng = random.Random(0)
+    for _ in range(20):
+        text = passage_binding_words(rng)
+        # every "<phrase>. This is a <name>." names one phrase's words, whole or in part
+        phrase_of = {}
+        for phrase, name in re.findall(r"(?:^|\. |Answer: )([a-z ]+)\. This is an? ([a-z]+)\.", text):
+            phrase_of.setdefault(name, set()).add(frozenset(phrase.split()))
+        assert phrase_of, text
+        for name, phrases in phrase_of.items():
+            whole = frozenset().union(*phrases)
+            assert all(p <= whole for p in phrases) and len(whole) <= 4, (name, phrases)
+        assert "Question: What is this? Answer:" in text
+    first = [doc for _, doc in zip(range(200), text_documents(0))]
+    assert first == [doc for _, doc in zip(range(200), text_documents(0, TextMix(binding_words=0.0)))]
+    assert any("binding_words" == world.text.text_document(0, i, TextMix(binding_words=1.0))[0] for i in range(50))
+
+
 def test_other_naming_sentences_when_the_share_is_lowered(monkeypatch):
     import world.text
 

@@ -216,6 +216,8 @@ class TextMix:
     copy: float = 0.15
     examples: float = 0.10
     binding_direct: float = 0.25  # direct layout: "a red apple dax."
+    # a lever, off by default: paper-layout binding whose things are random word phrases
+    binding_words: float = 0.0  # "lamp seven blue. This is a dax."
 
 
 def _text_pieces(rng) -> _Pieces:
@@ -326,6 +328,30 @@ def passage_binding_slots(rng: random.Random) -> list:
     return _answered(*_binding_parts(rng, out, "paper", fast_vqa=0.0, shots=(1, 2, 3, 5)))
 
 
+class _WordThings(_Pieces):
+    """Things described by made-up phrases: each kind of a passage 1-4 random words, every
+    appearance of it half the time the whole phrase, else a part (each word kept with p = 0.75).
+    Binding then has to match what two things share, whatever it is, not a kind's noun."""
+
+    def __init__(self, key: str):
+        super().__init__(key, 0, as_text=True)
+        self.phrases: dict[str, list[str]] = {}
+
+    def thing(self, scene: Scene, style="plain", bare=False):
+        rng = self.text_rng
+        kind = scene.objects[0].kind
+        phrase = self.phrases.setdefault(kind, _copy_sequence(rng, rng.randint(1, 4)))
+        if rng.random() < 0.5:
+            phrase = [w for w in phrase if rng.random() < 0.75] or [rng.choice(phrase)]
+        return " ".join(phrase) + ("" if bare else ".")
+
+
+def passage_binding_words(rng: random.Random) -> str:
+    """The paper layout's binding with word-phrase things (a lever: TextMix.binding_words)."""
+    out = _WordThings(f"words/{rng.getrandbits(64)}")
+    return _passage(*_binding_parts(rng, out, "paper", fast_vqa=0.0))
+
+
 def _binding_parts(rng, out: _Pieces, layout, fast_vqa=0.2, shots=(1, 1, 2, 3)):
     ways = rng.choice((2, 2, 3, 5))
     inner_shots = rng.choice(shots) if ways < 5 else rng.choice((1, 1, 2))
@@ -395,6 +421,7 @@ PASSAGES: dict[str, Callable[[random.Random], str]] = {
     "knowledge": passage_knowledge, "qa": passage_qa, "story": passage_story, "scene": passage_scene,
     "naming": passage_naming, "binding": passage_binding, "copy": passage_copy, "examples": passage_examples,
     "binding_direct": functools.partial(passage_binding, layout="direct"),
+    "binding_words": passage_binding_words,
 }
 
 
