@@ -5,6 +5,7 @@ import torch
 
 import checkpoint
 import train
+import world
 from data import InputError
 
 from conftest import lm_args as tiny_args
@@ -181,3 +182,9 @@ def test_the_last_log_line_times_the_steps_it_covers(monkeypatch):
     log.write(step=5, loss=1.0, lr=1e-3)  # the last, 1 step in 10 s (not 10 / log_interval)
     assert [line["dt_ms"] for line in lines] == [2500, 10000]
     assert [line["tok/s"] for line in lines] == [40, 10]
+
+
+def test_word_things_flag_weights_the_word_phrase_passages_of_the_corpus():
+    cfg = train.LMConfig(word_things=0.15)
+    assert train.text_source(cfg, None, 64, "train").mix.binding_words == 0.15
+    assert train.text_source(train.LMConfig(), None, 64, "train").mix == world.TextMix()  # off by default
