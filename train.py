@@ -63,8 +63,8 @@ class LMConfig(RunConfig):
     # are binding passages whose things are n_vectors input vectors each (vector_things.py)
     vector_things: float = 0.0
     n_vectors: int = 4  # the tiny preset's visual prefix length
-    # a lever, off by default: this weight of the corpus (TextMix's weights sum to 1) is
-    # paper-layout binding whose things are random word phrases (world/text.py: passage_binding_words)
+    # a lever, off by default: the weight, beside TextMix's others (1.05 in all), of paper-layout
+    # binding passages whose things are random word phrases (world/text.py: passage_binding_words)
     word_things: float = 0.0
     vector_hardness: float = 1.0  # scales the kinds' overlap and the examples' noise (vector_things.py)
 

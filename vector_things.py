@@ -21,12 +21,13 @@ without it.
 
 import argparse
 import random
+import sys
 
 import torch
 
 import world
 from checkpoint import load_lm
-from data import row_seed
+from data import InputError, row_seed
 from gpt import left_pad
 from scoring import answer_text, score_binding, stop_ids
 from world.fewshot import Slot
@@ -141,7 +142,10 @@ def main(argv=None):
     parser.add_argument("--hardness", type=float, nargs="+", default=[0.0, 1.0])
     parser.add_argument("--episodes", type=int, default=100)
     args = parser.parse_args(argv)
-    lm, tokenizer, ckpt = load_lm(args.lm_ckpt)
+    try:
+        lm, tokenizer, ckpt = load_lm(args.lm_ckpt)
+    except InputError as e:
+        sys.exit(f"error: {e}")
     n = ckpt["train_config"].get("n_vectors", 4)
     print(f"{args.lm_ckpt}: binding through {n} vectors a thing, 1 inner shot, {args.episodes} val episodes a cell")
     print("| hardness | 2-way | 5-way |\n|---|---|---|")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import train
+import vector_things
 import world
 from conftest import lm_args
 from checkpoint import read_log
@@ -103,3 +104,12 @@ def test_stage_lm_with_vector_things_trains_and_logs_vector_binding(corpus, tmp_
     train.main(lm_args(corpus, tmp_path, 4, "--vector-things", "0.5", "--icl-episodes", "4", "--block-size", "64"))
     evals = [r for r in read_log(tmp_path / "lm_log.txt") if "vec2" in r]
     assert evals and 0 <= evals[-1]["vec2"] <= 1 and 0 <= evals[-1]["vec5"] <= 1
+
+
+def test_the_cli_scores_an_lm_at_each_hardness_and_names_a_missing_checkpoint(corpus, tmp_path, capsys):
+    train.main(lm_args(corpus, tmp_path, 2, "--block-size", "64"))  # binding episodes need > 128 positions
+    vector_things.main(["--lm-ckpt", str(tmp_path / "lm.pt"), "--hardness", "0", "1", "--episodes", "4"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0 |") or line.startswith("| 1 |")]
+    assert len(rows) == 2 and all(0 <= float(x) <= 1 for row in rows for x in row.strip("|").split("|")[1:])
+    with pytest.raises(SystemExit, match="nothing.pt"):
+        vector_things.main(["--lm-ckpt", str(tmp_path / "nothing.pt")])
