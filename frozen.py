@@ -20,7 +20,7 @@ images are world/'s drawings, so the encoder is a small NF-ResNet at 32-128 px b
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -33,6 +33,7 @@ from nfresnet import PRESETS as ENCODER_PRESETS, NFResNet
 @dataclass
 class FrozenConfig:
     encoder: str = "tiny"  # an nfresnet.py preset
+    encoder_shortcut: str = "avgpool"  # avgpool (the presets') | strided (a lever: nfresnet.py)
     n_prefix: int = 2  # visual prefix length n (paper Sec. 3.1: 2; 1 and 4 in its ablations)
     image_size: int = 64
     lm_block: str = "none"  # none | last | K: an LM block inside the vision encoder (Pang et al. 2024)
@@ -201,7 +202,9 @@ class VisualFeatures(nn.Module):
 
     def __init__(self, config, lm=None):
         super().__init__()
-        self.encoder = NFResNet(ENCODER_PRESETS[config.encoder])
+        if config.encoder_shortcut not in ("avgpool", "strided"):
+            raise ValueError(f"--encoder-shortcut must be avgpool or strided, got {config.encoder_shortcut!r}")
+        self.encoder = NFResNet(replace(ENCODER_PRESETS[config.encoder], shortcut=config.encoder_shortcut))
         self.num_features = self.encoder.num_features
         self.lm_block = None
         if config.lm_block != "none":

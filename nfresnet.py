@@ -30,6 +30,7 @@ base.py, timm models/nfnet.py):
   bookkeeping still assumes the paper's unit-variance shortcut: averaging 4 neighbours keeps
   the variance of smooth (image-like) features but quarters that of spatially white ones, so
   after a downsampling block the real variance can be below the predicted 1 + alpha^2.
+  `shortcut="strided"` (train.py `--encoder-shortcut strided`) is deepmind's, a lever in README.
 - The stride sits on the 3x3 conv (ResNet v1.5, like both references); padding is symmetric
   k // 2, not TF "SAME".
 - SkipInit: a learnable scalar gain initialised to 0 on every residual branch (deepmind's
@@ -89,7 +90,7 @@ class NFBlock(nn.Module):
     f = 1x1 conv -> act -> 3x3 conv (stride) -> act -> 1x1 conv; mid width = out * ratio.
     A transition block (the first of a stage) has a projection shortcut."""
 
-    def __init__(self, in_ch, out_ch, stride, beta, alpha, ratio, act, gamma, transition):
+    def __init__(self, in_ch, out_ch, stride, beta, alpha, ratio, act, gamma, transition, shortcut="avgpool"):
         super().__init__()
         mid = int(out_ch * ratio)
         self.beta, self.alpha, self.act = beta, alpha, act
@@ -101,7 +102,9 @@ class NFBlock(nn.Module):
         self.skip_gain = nn.Parameter(torch.zeros(()))
         assert transition or (stride == 1 and in_ch == out_ch)
         self.downsample = None
-        if transition:
+        if transition and shortcut == "strided":  # deepmind's: keeps the variance of white features
+            self.downsample = WSConv2d(in_ch, out_ch, 1, stride=stride, gamma=gamma)
+        elif transition:
             pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
             self.downsample = nn.Sequential(pool if stride > 1 else nn.Identity(),
                                             WSConv2d(in_ch, out_ch, 1, gamma=gamma))
@@ -132,6 +135,9 @@ class NFResNetConfig:
     # "7x7_pool": ResNet's 7x7 stride-2 conv + 3x3 stride-2 max pool (/4, for 224 px);
     # "3x3": one 3x3 stride-2 conv (/2, for 32-64 px)
     stem: str = "7x7_pool"
+    # downsampling shortcut: "avgpool" (2x2 average pool + 1x1 conv: ResNet-D, NFNets, timm) or
+    # "strided" (a 1x1 stride-2 conv: deepmind's NF-ResNet); see the module docstring
+    shortcut: str = "avgpool"
 
 
 PRESETS = {
@@ -165,7 +171,7 @@ class NFResNet(nn.Module):
             for i in range(depth):
                 stride = 2 if stage > 0 and i == 0 else 1
                 blocks.append(NFBlock(in_ch, width, stride, math.sqrt(expected_var), c.alpha,
-                                      c.bottleneck_ratio, self.act, gamma, transition=i == 0))
+                                      c.bottleneck_ratio, self.act, gamma, transition=i == 0, shortcut=c.shortcut))
                 # Var(x_{l+1}) = Var(x_l) + alpha^2 (unit-variance branch); a transition block's
                 # output variance is 1 + alpha^2 whatever came in (NF-ResNet paper Sec. 4)
                 expected_var = (1.0 if i == 0 else expected_var) + c.alpha ** 2

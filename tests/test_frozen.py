@@ -212,6 +212,8 @@ def test_prefix_scale_token_puts_every_prefix_vector_at_the_token_embeddings_rms
     assert free.config.prefix_scale == "free" and free.vision.token_rms is None
     with pytest.raises(ValueError, match="prefix-scale"):
         Frozen(lm, FrozenConfig(encoder="tiny", image_size=32, prefix_scale="big"))
+    with pytest.raises(ValueError, match="encoder-shortcut"):
+        Frozen(lm, FrozenConfig(encoder="tiny", image_size=32, encoder_shortcut="maxpool"))
 
 
 def test_prefix_scale_centred_subtracts_each_slots_mean_over_images():

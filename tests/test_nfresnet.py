@@ -228,3 +228,25 @@ def test_tiny_forward_backward_every_parameter_gets_a_gradient():
     torch.nn.functional.cross_entropy(model(x), y).backward()
     for name, p in model.named_parameters():
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_strided_shortcut_keeps_the_variance_that_average_pooling_quarters():
+    # at init (skip gains 0) the tiny encoder is its chain of transition shortcuts; on spatially
+    # white input each 2x2 average pool divides the variance by ~4, a strided 1x1 conv does not
+    x = torch.randn(64, 3, 64, 64)
+
+    def variances(shortcut):
+        torch.manual_seed(0)
+        model = NFResNet(replace(PRESETS["tiny"], shortcut=shortcut))
+        with torch.no_grad():
+            h, out = model.stem(x), []
+            for block in model.blocks:
+                h = block(h)
+                out.append(h.var().item())
+        return out, sum(p.numel() for p in model.parameters())
+
+    (pooled, n_pooled), (strided, n_strided) = variances("avgpool"), variances("strided")
+    assert n_pooled == n_strided  # the same parameters, only the sampling differs
+    for k in (1, 2, 3):  # the downsampling stages
+        assert pooled[k] < 0.4 * pooled[k - 1]
+        assert strided[k] > 0.7 * strided[k - 1]
