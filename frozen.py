@@ -202,8 +202,6 @@ class VisualFeatures(nn.Module):
 
     def __init__(self, config, lm=None):
         super().__init__()
-        if config.encoder_shortcut not in ("avgpool", "strided"):
-            raise ValueError(f"--encoder-shortcut must be avgpool or strided, got {config.encoder_shortcut!r}")
         self.encoder = NFResNet(replace(ENCODER_PRESETS[config.encoder], shortcut=config.encoder_shortcut))
         self.num_features = self.encoder.num_features
         self.lm_block = None

@@ -158,6 +158,8 @@ class NFResNet(nn.Module):
         c = self.config = config
         assert c.activation in ACT_GAMMA, f"no gamma for activation {c.activation!r}"
         assert len(c.depths) == len(c.widths) and c.stem in ("7x7_pool", "3x3")
+        if c.shortcut not in ("avgpool", "strided"):  # a flag of train.py, so not an assert
+            raise ValueError(f"the shortcut (--encoder-shortcut) must be avgpool or strided, got {c.shortcut!r}")
         self.act, gamma = ACT_FN[c.activation], ACT_GAMMA[c.activation]
         # stem: raw pixels are not an activation's output, so gamma = 1; no activation after
         # it either, the first block pre-activates
