@@ -87,9 +87,12 @@ def state_dict_of(model):
     return model.state_dict()
 
 
-def config_differences(saved, current, free=()):
+def config_differences(saved, current, free=(), cls=None):
     """'field: checkpoint X, now Y' for every field of two config dicts that differs, except
-    the `free` ones (those a resumed run may change without changing what is trained)."""
+    the `free` ones (those a resumed run may change without changing what is trained). A field
+    the checkpoint lacks (added to `cls` since it was written) counts as its default, as when
+    the checkpoint is loaded (config_of): a new field's default is the behaviour before it."""
+    saved = {**defaults_of(cls), **saved} if cls else saved
     return [f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
             for k in sorted(set(saved) | set(current))
             if k not in free and saved.get(k) != current.get(k)]
@@ -97,6 +100,10 @@ def config_differences(saved, current, free=()):
 
 # ---------------------------------------------------------------------------------------------
 # the models of each stage
+
+
+def defaults_of(cls):
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def check_tokenizer(ckpt, tokenizer, ckpt_path):

@@ -246,8 +246,8 @@ def resume_from(path, kind, cfg, model_config, rt, model_key="model_config"):
     ckpt = load_checkpoint(path, kind)
     now = run_record(cfg, model_config, rt, model_key)
     saved_batch = ckpt.get("global_batch") or now["global_batch"]  # older checkpoints lack it
-    diffs = (config_differences(ckpt["train_config"], now["train_config"], RESUMABLE_FIELDS)
-             + config_differences(ckpt[model_key], now[model_key])
+    diffs = (config_differences(ckpt["train_config"], now["train_config"], RESUMABLE_FIELDS, type(cfg))
+             + config_differences(ckpt[model_key], now[model_key], cls=type(model_config))
              + config_differences({"global batch": saved_batch}, {"global batch": now["global_batch"]}))
     if diffs:
         raise InputError(f"{path}: --resume asks for another run than the checkpoint holds ({'; '.join(diffs)}); "

@@ -138,6 +138,20 @@ def test_resume_with_another_run_is_refused_naming_the_fields(corpus, tmp_path, 
     assert "lm.pt: --resume asks for another run" in message and field in message and "\n" not in message
 
 
+def test_resume_of_a_checkpoint_written_before_a_config_field_existed(corpus, tmp_path):
+    """A field added since the checkpoint was written counts as its default (the old behaviour):
+    the run resumes at the default and is refused, naming the field, at another value."""
+    train.main(tiny_args(corpus, tmp_path, 2))
+    ckpt = torch.load(tmp_path / "lm.pt", weights_only=True)
+    del ckpt["train_config"]["word_things"], ckpt["train_config"]["vector_hardness"]
+    checkpoint.save_checkpoint(ckpt, tmp_path / "lm.pt")
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny_args(corpus, tmp_path, 4, "--word-things", "0.15", "--resume"))
+    assert "word_things: checkpoint 0.0, now 0.15" in str(e.value)
+    train.main(tiny_args(corpus, tmp_path, 4, "--resume"))
+    assert torch.load(tmp_path / "lm.pt", weights_only=True)["step"] == 4
+
+
 def test_resume_may_regroup_the_global_batch_and_watch_it_differently(corpus, tmp_path):
     train.main(tiny_args(corpus, tmp_path, 2))
     train.main(tiny_args(corpus, tmp_path, 4, "--batch-size", "2", "--grad-accum", "2", "--log-interval", "1",
