@@ -86,7 +86,10 @@ def build_config(cls, args, preset_values):
     """Dataclass defaults, then the preset's values, then the flags that were given."""
     values = dict(preset_values)
     values.update({f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None})
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as e:  # the config's own check of a flag's value (its __post_init__)
+        raise InputError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from nfresnet import PRESETS as ENCODER_PRESETS, NFResNet
 @dataclass
 class FrozenConfig:
     encoder: str = "tiny"  # an nfresnet.py preset
-    encoder_shortcut: str = "avgpool"  # avgpool (the presets') | strided (a lever: nfresnet.py)
+    encoder_shortcut: str = "avgpool"  # avgpool (timm's) | strided (deepmind's; the tiny preset's)
     n_prefix: int = 2  # visual prefix length n (paper Sec. 3.1: 2; 1 and 4 in its ablations)
     image_size: int = 64
     lm_block: str = "none"  # none | last | K: an LM block inside the vision encoder (Pang et al. 2024)
@@ -44,11 +44,21 @@ class FrozenConfig:
     # "vocab" makes each prefix vector a softmax-weighted average of the LM's token embeddings
     prefix_scale: str = "free"  # free | token | centred | vocab
 
+    CHOICES = dict(encoder=tuple(ENCODER_PRESETS), encoder_shortcut=("avgpool", "strided"),
+                   prefix_scale=("free", "token", "centred", "vocab"),
+                   lm_block_mode=("frozen", "finetune", "random", "mlp"))
+
+    def __post_init__(self):  # flags of train.py: a wrong value is an error naming the flag
+        for name, choices in self.CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                                 f"got {getattr(self, name)!r}")
+        if not (self.lm_block in ("none", "last") or self.lm_block.isdigit()):
+            raise ValueError(f"--lm-block must be none, last or a block number, got {self.lm_block!r}")
+
 
 class VisionPrefix(nn.Module):
     """image (B, 3, H, W) -> pooled feature (B, E) -> Linear(E, n*D) -> prefix (B, n, D)."""
-
-    SCALES = ("free", "token", "centred", "vocab")
 
     def __init__(self, config, lm_width, lm=None):
         super().__init__()
@@ -59,8 +69,6 @@ class VisionPrefix(nn.Module):
         # frozen LM first reads it as an ordinary, if meaningless, word.
         nn.init.normal_(self.proj.weight, std=0.02 / self.features.num_features ** 0.5)
         nn.init.zeros_(self.proj.bias)
-        if config.prefix_scale not in self.SCALES:
-            raise ValueError(f"--prefix-scale must be one of {', '.join(self.SCALES)}, got {config.prefix_scale!r}")
         self.token_rms = None
         if config.prefix_scale in ("token", "centred"):
             self.token_rms = lm.embedding_rms().item()
@@ -233,6 +241,7 @@ class LMBlockLayer(nn.Module):
         k = lm.config.n_layer - 1 if which == "last" else int(which)
         if not 0 <= k < lm.config.n_layer:
             raise ValueError(f"--lm-block {which}: the LM has blocks 0..{lm.config.n_layer - 1}")
+        assert mode in FrozenConfig.CHOICES["lm_block_mode"], mode
         D = lm.config.n_embd
         self.mode = mode
         self.inp, self.out = nn.Linear(width, D), nn.Linear(D, width)
@@ -245,8 +254,6 @@ class LMBlockLayer(nn.Module):
             n = sum(p.numel() for p in block.parameters())
             hidden = n // (2 * D)
             block = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, hidden), nn.GELU(), nn.Linear(hidden, D))
-        if mode not in ("frozen", "finetune", "random", "mlp"):
-            raise ValueError(f"--lm-block-mode must be frozen, finetune, random or mlp, got {mode!r}")
         # set both ways: a copy of a block of a frozen LM (stage prefix) comes frozen
         block.requires_grad_(mode != "frozen")
         self.block = block

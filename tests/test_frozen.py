@@ -182,6 +182,15 @@ def test_missing_lm_checkpoint_is_one_line_naming_it(tmp_path, pairs_dir):
     assert "lm.pt: checkpoint not found" in str(e.value)
 
 
+@pytest.mark.parametrize("flag, value", [("--prefix-scale", "big"), ("--encoder-shortcut", "maxpool"),
+                                         ("--lm-block-mode", "half"), ("--encoder", "resnet9"), ("--lm-block", "first")])
+def test_a_bad_flag_value_is_one_line_naming_the_flag_and_its_choices(tmp_path, pairs_dir, flag, value):
+    with pytest.raises(SystemExit) as e:
+        train.main(prefix_args(tmp_path / "none", tmp_path, 2, "--data", str(pairs_dir), flag, value))
+    message = str(e.value)
+    assert message.startswith(f"error: {flag} must be") and repr(value) in message and "\n" not in message
+
+
 def build(argv):
     args = train.parse_args(argv)
     preset = train.PRESETS["prefix"][args.preset]
