@@ -41,11 +41,12 @@ class FrozenConfig:
     # a lever, off by default (the paper's map is linear): "token" rms-normalises each prefix vector
     # to the size of the LM's token embeddings (README: trained prefixes grow 6-9x larger);
     # "centred" first subtracts each slot's mean over images (README: most slots barely vary);
-    # "vocab" makes each prefix vector a softmax-weighted average of the LM's token embeddings
-    prefix_scale: str = "free"  # free | token | centred | vocab
+    # "vocab" makes each prefix vector a softmax-weighted average of the LM's token embeddings;
+    # "words" makes it the nearest token embedding itself (gradient straight through)
+    prefix_scale: str = "free"  # free | token | centred | vocab | words
 
     CHOICES = dict(encoder=tuple(ENCODER_PRESETS), encoder_shortcut=("avgpool", "strided"),
-                   prefix_scale=("free", "token", "centred", "vocab"),
+                   prefix_scale=("free", "token", "centred", "vocab", "words"),
                    lm_block_mode=("frozen", "finetune", "random", "mlp"))
 
     def __post_init__(self):  # flags of train.py: a wrong value is an error naming the flag
@@ -70,17 +71,18 @@ class VisionPrefix(nn.Module):
         nn.init.normal_(self.proj.weight, std=0.02 / self.features.num_features ** 0.5)
         nn.init.zeros_(self.proj.bias)
         self.token_rms = None
-        if config.prefix_scale in ("token", "centred"):
+        if config.prefix_scale in ("token", "centred", "words"):
             self.token_rms = lm.embedding_rms().item()
         self.centred = config.prefix_scale == "centred"
         if self.centred:  # as BatchNorm's mean: the batch's in training, a running one at inference
             self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
-        self.words = None
-        if config.prefix_scale == "vocab":
+        self.words, self.nearest = None, config.prefix_scale == "words"
+        if config.prefix_scale in ("vocab", "words"):
             # the LM's embedding table, read, not owned: a list keeps it out of this module's
             # parameters and state dict (it is the frozen LM's)
             self.words = [lm.wte]
             self.register_buffer("readable", torch.ones(lm.config.vocab_size, dtype=torch.bool))
+        if config.prefix_scale == "vocab":
             self.sharpness = nn.Parameter(torch.tensor(math.log(10.0)))  # a cosine of 1 -> logit 10
 
     def forward(self, images):
@@ -90,9 +92,28 @@ class VisionPrefix(nn.Module):
             prefix = prefix - self.mean_over_images(prefix)
         if self.token_rms is not None:
             prefix = self.token_rms * F.rms_norm(prefix, (self.lm_width,))
-        if self.words is not None:
+        if self.nearest:
+            prefix = self.nearest_words(prefix)
+        elif self.words is not None:
             prefix = self.mixture_of_words(prefix)
         return prefix
+
+    def cosine_to_words(self, queries):
+        """(B, n, V): each query's cosine with each token embedding, -inf for excluded words."""
+        table = self.words[0].weight
+        cosine = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).t()
+        return cosine.float().masked_fill(~self.readable, float("-inf"))
+
+    def nearest_words(self, queries):
+        """Each prefix vector replaced by the token embedding nearest to it (cosine): the frozen LM
+        reads real words, and a query image that is written with its support's words is matched
+        by the LM's induction heads as text is. Not differentiable, so the gradient goes straight
+        through to the query (VQ-VAE, van den Oord et al. 2017), which is kept at the token
+        embeddings' rms: as in PEZ (Wen et al. 2023), which finds hard text prompts by gradient
+        descent on soft ones that are projected to their nearest tokens. A lever: the paper's map
+        is linear."""
+        words = self.words[0].weight[self.cosine_to_words(queries).argmax(-1)]  # (B, n, D)
+        return words + (queries - queries.detach())  # the word exactly; the query's gradient
 
     def mixture_of_words(self, queries):
         """Each prefix vector as a weighted average of the frozen LM's token embeddings (B, n, D),
@@ -102,8 +123,7 @@ class VisionPrefix(nn.Module):
         example by the words they share (README, "Why binding through images is hard"). A lever:
         the paper's map is linear."""
         table = self.words[0].weight  # (V, D)
-        cosine = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).t()  # (B, n, V)
-        logits = (self.sharpness.exp().clamp(max=100) * cosine).float().masked_fill(~self.readable, float("-inf"))
+        logits = self.sharpness.exp().clamp(max=100) * self.cosine_to_words(queries)
         return logits.softmax(-1).to(table.dtype) @ table
 
     def exclude_words(self, ids):

@@ -327,7 +327,7 @@ def build_frozen(cfg, frozen_cfg, device):
         raise InputError(f"--lm-init must be pretrained or scratch, got {cfg.lm_init!r}")
     train_lm = cfg.finetune_lm or cfg.lm_init == "scratch"
     model = Frozen(lm, frozen_cfg, train_lm=train_lm).to(device)
-    if model.vision.words is not None:  # --prefix-scale vocab: only words the LM has read
+    if model.vision.words is not None:  # --prefix-scale vocab or words: only words the LM has read
         model.vision.exclude_words([tokenizer.eot_id, tokenizer.pad_id, *range(tokenizer.vocab_size, lm.config.vocab_size)])
     return model, tokenizer, lm_path, lm_lr
 

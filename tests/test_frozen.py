@@ -274,6 +274,28 @@ def test_prefix_scale_vocab_makes_each_prefix_vector_an_average_of_readable_toke
     assert lm.wte.weight.grad is None and words.vision.proj.weight.grad.abs().sum() > 0
 
 
+def test_prefix_scale_words_makes_each_prefix_vector_its_nearest_readable_word_with_a_straight_through_gradient():
+    lm = tiny_frozen().lm
+    words = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=2, image_size=32, prefix_scale="words"))
+    words.vision.exclude_words([0, 1])
+    table = lm.wte.weight.detach()
+    queries = torch.randn(3, 2, 32, requires_grad=True)
+    prefix = words.vision.nearest_words(queries)
+    # the forward value is a row of the table: the nearest readable word by cosine
+    cosine = F.normalize(queries.detach(), dim=-1) @ F.normalize(table, dim=-1).t()
+    ids = cosine.masked_fill(torch.arange(50) < 2, float("-inf")).argmax(-1)
+    assert torch.equal(prefix.detach(), table[ids]) and (ids >= 2).all()
+    # an excluded word is never chosen, even by a query along it
+    assert not torch.equal(words.vision.nearest_words(table[1].expand(1, 1, 32))[0, 0], table[1])
+    # the gradient reaches the query unchanged (straight through), and never the LM's table
+    weights = torch.randn(3, 2, 32)
+    (prefix * weights).sum().backward()
+    assert torch.equal(queries.grad, weights)
+    words(torch.randn(2, 3, 32, 32), torch.randint(2, 50, (2, 5)), torch.randint(2, 50, (2, 7))).backward()
+    assert lm.wte.weight.grad is None and words.vision.proj.weight.grad.abs().sum() > 0
+    assert "vision.readable" in words.trainable_state_dict() and not hasattr(words.vision, "sharpness")
+
+
 def test_a_checkpoint_config_with_unknown_fields_is_refused_by_name():
     with pytest.raises(checkpoint.InputError, match="run.pt: .*fields this code does not know \\(colour_depth\\)"):
         checkpoint.config_of(FrozenConfig, {"n_prefix": 2, "colour_depth": 8}, "run.pt")
