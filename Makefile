@@ -28,7 +28,7 @@ demo: install
 # prefix-length ablation with the first seed only; then every table on the TEST episodes, each
 # cell the mean over the seeds with a t-interval across them, into $(PAPER)/results.md (+ .json,
 # + .png). Each step resumes from its checkpoint, so running it again continues where it stopped.
-# PRESET=tiny: 2 CPU cores, 1 h 52 min on an AMD EPYC (Zen 4), its results in docs/paper/;
+# PRESET=tiny: 2 CPU cores, about 1 h 52 min on an AMD EPYC (Zen 4), its results in docs/paper/;
 # PRESET=small: one GPU (use another OUT for it).
 PRESET ?= tiny
 PAPER ?= $(OUT)/paper

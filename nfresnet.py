@@ -30,7 +30,8 @@ base.py, timm models/nfnet.py):
   bookkeeping still assumes the paper's unit-variance shortcut: averaging 4 neighbours keeps
   the variance of smooth (image-like) features but quarters that of spatially white ones, so
   after a downsampling block the real variance can be below the predicted 1 + alpha^2.
-  `shortcut="strided"` (train.py `--encoder-shortcut strided`) is deepmind's, a lever in README.
+  `shortcut="strided"` (train.py `--encoder-shortcut`) is deepmind's; train.py's tiny preset uses
+  it (measured better for captions, README's lever table).
 - The stride sits on the 3x3 conv (ResNet v1.5, like both references); padding is symmetric
   k // 2, not TF "SAME".
 - SkipInit: a learnable scalar gain initialised to 0 on every residual branch (deepmind's
