@@ -190,8 +190,7 @@ PINNED = {
 }
 
 
-@pytest.mark.parametrize("smear", [False, True], ids=["plain", "smeared-keys"])
-def test_greedy_outputs_are_the_pinned_ones(smear):
+def pinned_model_and_prompts(smear):
     torch.manual_seed(0)
     model = GPT(dataclasses.replace(CFG, smear_keys=smear)).eval()
     for p in model.parameters():  # far from the init's small weights, so every token depends on everything
@@ -200,6 +199,12 @@ def test_greedy_outputs_are_the_pinned_ones(smear):
     gen = torch.Generator().manual_seed(1)
     ids = [torch.randint(0, 97, (n,), generator=gen) for n in (5, 9, 3)]
     embeds = [torch.randn(n, 32, generator=gen) * 0.5 for n in (4, 7)]
+    return model, ids, embeds
+
+
+@pytest.mark.parametrize("smear", [False, True], ids=["plain", "smeared-keys"])
+def test_greedy_outputs_are_the_pinned_ones(smear):
+    model, ids, embeds = pinned_model_and_prompts(smear)
     pinned = PINNED[smear]
     batch, mask = left_pad(ids)
     for use_cache in (True, False):
@@ -208,6 +213,18 @@ def test_greedy_outputs_are_the_pinned_ones(smear):
     e, e_mask = left_pad(embeds)
     assert model.generate(embeds=e, prompt_mask=e_mask, max_new_tokens=10) == pinned["embeds"]
     stopped = model.generate(batch, prompt_mask=mask, max_new_tokens=10, stop_tokens=pinned["stop_tokens"])
+    assert stopped == pinned["stopped"]
+
+
+def test_compiled_decoding_step_gives_the_pinned_tokens():
+    """generate(compile=True): one compile (the shapes do not change between steps), the same tokens;
+    left padding and stop tokens go through the compiled step too."""
+    model, ids, _ = pinned_model_and_prompts(smear=True)
+    pinned = PINNED[True]
+    batch, mask = left_pad(ids)
+    assert model.generate(batch, prompt_mask=mask, max_new_tokens=10, compile=True) == pinned["ids"]
+    stopped = model.generate(batch, prompt_mask=mask, max_new_tokens=10, stop_tokens=pinned["stop_tokens"],
+                             compile=True)
     assert stopped == pinned["stopped"]
 
 
