@@ -153,10 +153,11 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_in_turns(contenders, rt, steps, rounds, warmup):
+def time_in_turns(contenders, rt, steps, rounds, warmup, profile=0):
     """contenders {name: fn}: each fn() runs under rt's autocast, `warmup` untimed calls first;
     then `rounds` rounds in which each contender makes `steps` calls in turn. Returns
-    {name: (median seconds per call, seconds of the warmup calls)}."""
+    {name: (median seconds per call, seconds of the warmup calls)}. profile > 0: then print, for
+    each contender, torch.profiler's `profile` ops with the most time of their own over `steps` calls."""
     def run(fn):
         with rt.autocast():
             fn()
@@ -176,6 +177,13 @@ def time_in_turns(contenders, rt, steps, rounds, warmup):
                 run(fn)
             sync(rt.device)
             seconds[name].append((time.perf_counter() - t0) / steps)
+    for name, fn in contenders.items() if profile else ():
+        with torch.profiler.profile() as prof:
+            for _ in range(steps):
+                run(fn)
+            sync(rt.device)
+        print(f"bench.py: profile of {name}, {steps} calls", file=sys.stderr)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile), file=sys.stderr)
     return {name: (statistics.median(s), warmup_s[name]) for name, s in seconds.items()}
 
 
@@ -351,7 +359,7 @@ def bench_lm(args, rt):
     head_dim = model_cfg.n_embd // model_cfg.n_head
     rt, choice = stage_runtime(args, rt, contenders["lm"], (B, model_cfg.n_head, T, head_dim))
     reset_peak_memory(rt.device)
-    timed = time_in_turns(contenders, rt, args.steps, args.rounds, args.warmup)
+    timed = time_in_turns(contenders, rt, args.steps, args.rounds, args.warmup, args.profile)
     rows = {name: result(args, rt, "lm", described[name], B, B * T / step_s, "tok/s", step_s, warmup_s, flops[name])
             for name, (step_s, warmup_s) in timed.items()}
     return rows, choice
@@ -386,7 +394,7 @@ def bench_prefix(args, rt):
     lm_cfg = model.lm.config
     rt, choice = stage_runtime(args, rt, step, (B, lm_cfg.n_head, positions, lm_cfg.n_embd // lm_cfg.n_head))
     reset_peak_memory(rt.device)
-    (step_s, warmup_s), = time_in_turns({"prefix": step}, rt, args.steps, args.rounds, args.warmup).values()
+    (step_s, warmup_s), = time_in_turns({"prefix": step}, rt, args.steps, args.rounds, args.warmup, args.profile).values()
     config = (f"{frozen_cfg.encoder} {S}px n={frozen_cfg.n_prefix}, caption {L}, "
               f"frozen {describe_gpt(model.lm)}")
     row = result(args, rt, "prefix", config, B, B / step_s, "pairs/s", step_s, warmup_s, encoder_flops + lm_flops)
@@ -411,7 +419,7 @@ def bench_sample(args, rt):
     head_dim = model_cfg.n_embd // model_cfg.n_head
     rt, choice = stage_runtime(args, rt, contenders["sample_cached"], (B, model_cfg.n_head, P + N, head_dim))
     reset_peak_memory(rt.device)
-    timed = time_in_turns(contenders, rt, 1, args.rounds, min(args.warmup, 1))
+    timed = time_in_turns(contenders, rt, 1, args.rounds, min(args.warmup, 1), args.profile)
     rows = {}
     for name, (call_s, warmup_s) in timed.items():
         how = {"sample_cached": "KV cache", "sample_uncached": "no cache", "sample_compiled": "KV cache, compiled"}[name]
@@ -510,6 +518,8 @@ def parse_args(argv):
     parser.add_argument("--new-tokens", type=int, default=64, help="new tokens per prompt (sampling)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's peak TFLOP/s for MFU (default: the table for NVIDIA GPUs)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, print each contender's N ops with the most self time (torch.profiler)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     # every model field, as in train.py: --block-size, --n-embd, --encoder, --image-size, ...
     train.add_dataclass_args(parser, GPTConfig, "GPT (all stages; default: the preset's)")

@@ -53,6 +53,14 @@ def test_baseline_runs_in_the_same_dtype_and_gives_the_ratio():
     assert results["ratios"]["lm / baseline"] > 0
 
 
+def test_profile_prints_each_contenders_busiest_ops(capsys):
+    bench.main([*TINY, "--stage", "lm", "--baseline", "--dtype", "float32", "--profile", "5"])
+    err = capsys.readouterr().err
+    for name in ("lm", "lm_baseline"):
+        assert f"bench.py: profile of {name}, 1 calls" in err
+    assert "aten::mm" in err and "Self CPU" in err
+
+
 def test_cpu_attention_flag_is_set_for_the_run_and_restored():
     before = gpt.float32_attention_on_cpu
     results = bench.main([*TINY, "--stage", "lm", "--dtype", "bfloat16", "--cpu-attention", "float32"])
