@@ -177,13 +177,14 @@ def time_in_turns(contenders, rt, steps, rounds, warmup, profile=0):
                 run(fn)
             sync(rt.device)
             seconds[name].append((time.perf_counter() - t0) / steps)
-    for name, fn in contenders.items() if profile else ():
-        with torch.profiler.profile() as prof:
-            for _ in range(steps):
-                run(fn)
-            sync(rt.device)
-        print(f"bench.py: profile of {name}, {steps} calls", file=sys.stderr)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile), file=sys.stderr)
+    if profile:
+        for name, fn in contenders.items():
+            with torch.profiler.profile() as prof:
+                for _ in range(steps):
+                    run(fn)
+                sync(rt.device)
+            print(f"bench.py: profile of {name}, {steps} calls", file=sys.stderr)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile), file=sys.stderr)
     return {name: (statistics.median(s), warmup_s[name]) for name, s in seconds.items()}
 
 
