@@ -254,8 +254,9 @@ class WorldCaptions(torch.utils.data.Dataset):
     """The drawn world's (image, caption) pairs; item i is the world's scene i. blind: the blind
     ablation's black images, without drawing the scenes (a third of a CPU step)."""
 
-    def __init__(self, image_size, seed=0, split="train", length=1_000_000, blind=False):
-        self.world = world.World(seed=seed, image_size=image_size, split=split, length=length)
+    def __init__(self, image_size, seed=0, split="train", length=1_000_000, blind=False, naming_captions=0.0):
+        self.world = world.World(seed=seed, image_size=image_size, split=split, length=length,
+                                 naming_captions=naming_captions)
         self.image_size = image_size
         self.blind = blind
 
@@ -270,7 +271,8 @@ class WorldCaptions(torch.utils.data.Dataset):
         return image_to_tensor(image, self.image_size), caption
 
 
-def caption_dataset(data, image_size, seed=0, split="train", image_dir=None, max_bad=0.05, blind=False):
+def caption_dataset(data, image_size, seed=0, split="train", image_dir=None, max_bad=0.05, blind=False,
+                    naming_captions=0.0):
     """'world' or a path: a COCO .json, a .jsonl, or a folder of image + .txt pairs (blind: the
     world's scenes are not drawn; see WorldCaptions).
 
@@ -278,7 +280,7 @@ def caption_dataset(data, image_size, seed=0, split="train", image_dir=None, max
     pair never waits for the first evaluation), then a fixed 2% of the good pairs (at least one)
     validates and the rest trains: which pairs is a function of the seed alone."""
     if data == "world":
-        return WorldCaptions(image_size, seed, split, blind=blind)
+        return WorldCaptions(image_size, seed, split, blind=blind, naming_captions=naming_captions)
     path = Path(data)
     if not path.exists():
         raise InputError(f"{path}: caption data not found (give 'world', a COCO .json, a .jsonl, "

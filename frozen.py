@@ -44,6 +44,10 @@ class FrozenConfig:
     # "vocab" makes each prefix vector a softmax-weighted average of the LM's token embeddings;
     # "words" makes it the nearest token embedding itself (gradient straight through)
     prefix_scale: str = "free"  # free | token | centred | vocab | words
+    # a lever, off by default: n words whose token embeddings the prefix starts at ("a big thing.")
+    prefix_words: str = ""
+    # a lever, off by default: slots (comma-separated, "2") that are their nearest word, as "words"
+    word_slots: str = ""
 
     CHOICES = dict(encoder=tuple(ENCODER_PRESETS), encoder_shortcut=("avgpool", "strided"),
                    prefix_scale=("free", "token", "centred", "vocab", "words"),
@@ -54,6 +58,10 @@ class FrozenConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                                  f"got {getattr(self, name)!r}")
+        slots = [i.strip() for i in self.word_slots.split(",") if i.strip()]
+        if not all(i.isdigit() and int(i) < self.n_prefix for i in slots):
+            raise ValueError(f"--word-slots must be prefix slots below --n-prefix {self.n_prefix}, comma-separated, "
+                             f"got {self.word_slots!r}")
         if not (self.lm_block in ("none", "last") or self.lm_block.isdigit()):
             raise ValueError(f"--lm-block must be none, last or a block number, got {self.lm_block!r}")
 
@@ -77,7 +85,8 @@ class VisionPrefix(nn.Module):
         if self.centred:  # as BatchNorm's mean: the batch's in training, a running one at inference
             self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
         self.words, self.nearest = None, config.prefix_scale == "words"
-        if config.prefix_scale in ("vocab", "words"):
+        self.word_slots = [int(i) for i in config.word_slots.split(",") if i.strip()]
+        if config.prefix_scale in ("vocab", "words") or self.word_slots:
             # the LM's embedding table, read, not owned: a list keeps it out of this module's
             # parameters and state dict (it is the frozen LM's)
             self.words = [lm.wte]
@@ -94,9 +103,23 @@ class VisionPrefix(nn.Module):
             prefix = self.token_rms * F.rms_norm(prefix, (self.lm_width,))
         if self.nearest:
             prefix = self.nearest_words(prefix)
+        elif self.word_slots:
+            slots = self.word_slots
+            prefix = prefix.clone()
+            prefix[:, slots] = self.nearest_words(prefix[:, slots])
         elif self.words is not None:
             prefix = self.mixture_of_words(prefix)
         return prefix
+
+    def start_at_words(self, ids, table):
+        """Start the prefix at real words, whatever the image, as prompt tuning starts its soft
+        prompts (Lester et al. 2021): the token ids (at least n) are cut into n consecutive groups,
+        and slot i's bias becomes the mean embedding of group i (one token each when there are n).
+        The weight starts small, so the frozen LM first reads every image as these words, laid out
+        as the descriptions it binds names to ('a big thing.'), and training moves the words."""
+        groups = torch.tensor_split(torch.as_tensor(ids), self.n_prefix)
+        with torch.no_grad():
+            self.proj.bias.copy_(torch.cat([table[g].mean(0) for g in groups]))
 
     def cosine_to_words(self, queries):
         """(B, n, V): each query's cosine with each token embedding, -inf for excluded words."""

@@ -85,6 +85,7 @@ class PrefixConfig(RunConfig):
     finetune_lm: bool = False  # ablation: train the LM too
     lm_init: str = "pretrained"  # pretrained | scratch (ablation: random LM, trained)
     blind: bool = False  # ablation: black images in training
+    naming_captions: float = 0.0  # the world's lone things captioned 'This is an apple.' this share of the time
     num_workers: int = -1  # DataLoader processes; -1: none on a CPU, 4 beside a GPU (common.usable_workers)
     eval_batches: int = 4
 
@@ -327,6 +328,12 @@ def build_frozen(cfg, frozen_cfg, device):
         raise InputError(f"--lm-init must be pretrained or scratch, got {cfg.lm_init!r}")
     train_lm = cfg.finetune_lm or cfg.lm_init == "scratch"
     model = Frozen(lm, frozen_cfg, train_lm=train_lm).to(device)
+    if frozen_cfg.prefix_words:
+        ids = tokenizer.encode(" " + frozen_cfg.prefix_words)
+        if len(ids) < frozen_cfg.n_prefix:
+            raise InputError(f"--prefix-words {frozen_cfg.prefix_words!r} is {len(ids)} token(s), fewer than "
+                             f"--n-prefix {frozen_cfg.n_prefix}")
+        model.vision.start_at_words(ids, lm.wte.weight)
     if model.vision.words is not None:  # --prefix-scale vocab or words: only words the LM has read
         model.vision.exclude_words([tokenizer.eot_id, tokenizer.pad_id, *range(tokenizer.vocab_size, lm.config.vocab_size)])
     return model, tokenizer, lm_path, lm_lr
@@ -408,7 +415,7 @@ def train_prefix(cfg, frozen_cfg):
     log = open_log(out / "prefix_log.txt", start_step, rt)
     # both splits are built (and every real image-caption pair checked) before step 0
     train_set, val_set = (caption_dataset(cfg.data, frozen_cfg.image_size, cfg.seed, split, cfg.image_dir or None,
-                                          cfg.max_bad, cfg.blind) for split in ("train", "val"))
+                                          cfg.max_bad, cfg.blind, cfg.naming_captions) for split in ("train", "val"))
     # a caption longer than the LM's trained context is cut to fit (CaptionCollate says so once)
     collate = CaptionCollate(tokenizer.path, frozen_cfg.n_prefix,
                              max_tokens=model.lm.config.block_size - frozen_cfg.n_prefix - 1)

@@ -300,3 +300,46 @@ def test_a_checkpoint_config_with_unknown_fields_is_refused_by_name():
     with pytest.raises(checkpoint.InputError, match="run.pt: .*fields this code does not know \\(colour_depth\\)"):
         checkpoint.config_of(FrozenConfig, {"n_prefix": 2, "colour_depth": 8}, "run.pt")
     assert checkpoint.config_of(FrozenConfig, {"n_prefix": 3}, "run.pt").n_prefix == 3
+
+
+def test_prefix_words_start_every_image_at_those_words_in_order():
+    lm = tiny_frozen().lm
+    table = lm.wte.weight
+    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=4, image_size=32))
+    model.vision.start_at_words([3, 5, 7, 9], table)
+    with torch.no_grad():
+        model.vision.proj.weight.zero_()  # the map's image-dependent part, before it is trained
+        prefix = model.vision(torch.randn(2, 3, 32, 32))
+    assert torch.equal(prefix, table[[3, 5, 7, 9]].detach().expand(2, 4, 32))
+    # more tokens than slots: n consecutive groups, each slot its group's mean embedding
+    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=2, image_size=32))
+    model.vision.start_at_words([1, 2, 3, 4, 5], table)
+    expected = torch.cat([table[[1, 2, 3]].mean(0), table[[4, 5]].mean(0)])
+    assert torch.allclose(model.vision.proj.bias, expected)
+    assert not any(p is table for p in model.vision.parameters())  # read from the LM, never shared
+
+
+def test_prefix_words_reach_the_model_and_too_few_tokens_are_one_line(lm_dir, pairs_dir, tmp_path):
+    model, tokenizer, _, _ = train.build_frozen(*build(prefix_args(lm_dir, tmp_path, 1, "--n-prefix", "2",
+                                                                    "--prefix-words", "a thing.")), "cpu")
+    ids = tokenizer.encode(" a thing.")
+    groups = torch.tensor_split(torch.tensor(ids), 2)
+    assert torch.allclose(model.vision.proj.bias, torch.cat([model.lm.wte.weight[g].mean(0) for g in groups]))
+    with pytest.raises(SystemExit) as e:
+        train.main(prefix_args(lm_dir, tmp_path, 2, "--data", str(pairs_dir), "--n-prefix", "8", "--prefix-words", "a"))
+    message = str(e.value)
+    assert message.startswith("error: --prefix-words 'a' is") and "--n-prefix 8" in message and "\n" not in message
+
+
+def test_word_slots_are_exactly_their_nearest_word_and_pass_the_gradient_to_the_map():
+    lm = tiny_frozen().lm
+    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=4, image_size=32, prefix_scale="token", word_slots="2"))
+    prefix = model.vision(torch.randn(3, 3, 32, 32))
+    words = lm.wte.weight
+    nearest = (prefix[:, 2, None, :] - words[None]).abs().sum(-1).min(-1).values
+    assert torch.equal(nearest, torch.zeros(3))  # slot 2 is a row of the embedding table
+    assert not any(torch.equal(prefix[i, s], w) for i in range(3) for s in (0, 1, 3) for w in words)
+    prefix[:, 2].sum().backward()  # straight through: the map learns from the word slot alone
+    assert model.vision.proj.weight.grad.abs().sum() > 0 and lm.wte.weight.grad is None
+    with pytest.raises(ValueError, match="--word-slots"):
+        FrozenConfig(n_prefix=2, word_slots="2")

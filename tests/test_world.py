@@ -379,3 +379,20 @@ def test_every_piece_of_every_evaluation_name_occurs_in_training_text(tmp_path):
     rare = {name: [(tok.decode([i]), counts[i]) for i in tok.encode(" " + name) if counts[i] < 20]
             for name in NONSENSE_NAMES}
     assert not any(rare.values()), {name: pieces for name, pieces in rare.items() if pieces}
+
+
+def test_naming_captions_name_lone_things_and_change_nothing_else():
+    plain, named = world.World(length=200), world.World(length=200, naming_captions=1.0)
+    renamed = 0
+    for i in range(200):
+        scene, text, _ = plain.scene_and_caption(i)
+        scene2, text2, _ = named.scene_and_caption(i)
+        assert scene2 == scene
+        if len(scene.objects) == 1:
+            kind = scene.objects[0].kind
+            assert text2 == f"This is {world.scenes.article(kind)} {kind}."
+            renamed += 1
+        else:
+            assert text2 == text
+    assert renamed > 20
+    assert named[0][0].tobytes() == plain[0][0].tobytes()  # the same pixels

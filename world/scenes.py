@@ -430,6 +430,12 @@ def caption(scene: Scene, rng: random.Random) -> str:
     return f"{_group_phrase(g)}. {_looks_sentence(g)}"
 
 
+def naming_caption(scene: Scene) -> str:
+    """A lone thing named by its kind in the paper's naming sentence: 'This is an apple.'"""
+    name = KINDS[scene.objects[0].kind].name
+    return f"This is {article(name)} {name}."
+
+
 def _paraphrase_phrase(kind: str, colour: str, size: str | None, count: int, rng: random.Random) -> str:
     """The thing described by its look instead of its name: 'a small round red fruit with a stem'."""
     k = KINDS[kind]
@@ -498,7 +504,7 @@ class World(torch.utils.data.Dataset):
     Splits train/val/test hold the seen kinds (different scenes per split); "heldout" holds only
     the held-out kinds. kinds= overrides the split's kinds."""
 
-    def __init__(self, seed=0, image_size=64, split="train", length=100_000, kinds=None):
+    def __init__(self, seed=0, image_size=64, split="train", length=100_000, kinds=None, naming_captions=0.0):
         if split not in SPLITS:
             raise ValueError(f"World: unknown split {split!r}; choose one of {sorted(SPLITS)}")
         unknown = [k for k in (kinds or ()) if k not in KINDS]
@@ -506,6 +512,7 @@ class World(torch.utils.data.Dataset):
             raise ValueError(f"World: unknown kinds {unknown}")
         self.seed, self.image_size, self.split, self.length = seed, image_size, split, length
         self.kinds = tuple(kinds) if kinds else SPLITS[split]
+        self.naming_captions = naming_captions
 
     def __len__(self):
         return self.length
@@ -517,7 +524,12 @@ class World(torch.utils.data.Dataset):
         """Everything but the pixels (cheap: used by tests and by text-side code)."""
         rng = self._rng(i)
         scene = sample_scene(rng, self.kinds)
-        return scene, caption(scene, rng), rng
+        text = caption(scene, rng)
+        # its own RNG, so the scene and its pixels do not depend on the share
+        if self.naming_captions and len(scene.objects) == 1 and \
+                random.Random(f"naming/{self.seed}/{self.split}/{i}").random() < self.naming_captions:
+            text = naming_caption(scene)
+        return scene, text, rng
 
     def __getitem__(self, i):
         if not 0 <= i < self.length:
