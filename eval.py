@@ -95,7 +95,36 @@ def text_binding_table(lm, tokenizer, protocol):
                                     ways=ways, inner_shots=inner, **row)
                 rows.append(dict(row, ways=ways, inner_shots=inner, **cell))
     return {"task": "text-binding", "episodes_per_cell": protocol.episodes, "seed": protocol.seed,
-            "split": protocol.split, "copy": copy_score(lm, tokenizer, protocol.episodes, protocol.seed, protocol.split), "rows": rows}
+            "split": protocol.split, "copy": copy_score(lm, tokenizer, protocol.episodes, protocol.seed, protocol.split),
+            "rows": rows, "forms": text_forms_table(lm, tokenizer, protocol)}
+
+
+# How a thing is written where its image will stand. The corpus writes 'a small red apple.'; a
+# visual prefix is n vectors with nothing after them but ' This is a dax.'. Which parts of the
+# description does the LM's binding need: the article, the full stop, the kind's name?
+THING_FORMS = {
+    "a small red apple. (the corpus's)": lambda o: f"{world.noun_phrase(o.kind, o.colour, o.size)}.",
+    "a small red apple": lambda o: world.noun_phrase(o.kind, o.colour, o.size),
+    "small red apple": lambda o: f"{o.size} {o.colour} {o.kind}",
+    "apple.": lambda o: f"{o.kind}.",
+    "an apple.": lambda o: f"{world.noun_phrase(o.kind, None, None)}.",
+    "a big thing. (every thing)": lambda o: "a big thing.",
+}
+
+
+def text_forms_table(lm, tokenizer, protocol, ways=2, inner_shots=5):
+    """The ladder's episodes (paper layout, task induction) with each thing written in each of
+    THING_FORMS: binding accuracy, seen and held-out kinds."""
+    rows = []
+    for kinds in ("seen", "heldout"):
+        slotted = world.episodes("binding", protocol.episodes, protocol.seed, split=protocol.split, as_slots=True,
+                                 ways=ways, inner_shots=inner_shots, task_induction=True, kinds=kinds)
+        for form, write in THING_FORMS.items():
+            texts = [world.Episode([p if isinstance(p, str) else write(p.scene.objects[0]) for p in e.pieces],
+                                   e.answer, e.task, e.info) for e in slotted]
+            rows.append(dict(kinds=kinds, form=form, ways=ways, inner_shots=inner_shots,
+                             **score_binding(answer_text_episodes(lm, tokenizer, texts), texts)))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

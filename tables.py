@@ -29,6 +29,13 @@ def print_text_binding(result, out=print):
     for r in result["rows"]:
         out(f"| {r['layout']} | {r['query']} | {r['names']} | {r['templates']} | {r['ways']} | {r['inner_shots']} | "
             f"{fmt(r)} | {r['chance']:.2f} | {r['some_name']:.2f} |")
+    forms = result["forms"]
+    out(f"\nThe same LM when each thing is written in another form ({forms[0]['ways']}-way, task induction, "
+        f"{forms[0]['inner_shots']} inner shots, paper layout; the ladder's episodes): what its binding needs of a "
+        f"description, and so of a visual prefix.\n")
+    header(out, "thing written as", "kinds", "accuracy", "chance", "answer is a support name")
+    for r in forms:
+        out(f"| {r['form']} | {r['kinds']} | {fmt(r)} | {r['chance']:.2f} | {r['some_name']:.2f} |")
 
 
 def find(rows, **keys):

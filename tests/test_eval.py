@@ -206,7 +206,19 @@ def test_too_long_prompts_and_bad_tasks_fail_clearly(prefix_ckpt, capsys):
 def test_an_lm_checkpoint_gets_the_text_binding_table(world_lm, capsys):
     result = eval.main(["--ckpt", str(world_lm), "--episodes", "2"])
     assert result["task"] == "text-binding" and len(result["rows"]) == 4 * len(eval.TEXT_ROWS)
-    assert "Text binding: test episodes, 2 a cell" in capsys.readouterr().out
+    assert [(r["kinds"], r["form"]) for r in result["forms"]] == [(k, f) for k in ("seen", "heldout")
+                                                                   for f in eval.THING_FORMS]
+    printed = capsys.readouterr().out
+    assert "Text binding: test episodes, 2 a cell" in printed and "| a small red apple | seen |" in printed
+
+
+def test_thing_forms_write_what_their_labels_say():
+    thing = world.Obj("apple", "red", "small", "middle")
+    written = [write(thing) for write in eval.THING_FORMS.values()]
+    assert written == ["a small red apple.", "a small red apple", "small red apple", "apple.", "an apple.",
+                       "a big thing."]
+    assert [label.split(" (")[0] for label in eval.THING_FORMS][:5] == written[:5]
+    assert world.describe(thing) == written[0]  # the corpus's form is the reference text's
 
 
 def test_plot_log_draws_a_training_log(tmp_path):

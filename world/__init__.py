@@ -31,14 +31,15 @@ processes), so DataLoader workers need no coordination. The global RNG is never 
 # episodes.py, whose names `from world.episodes import ...` still reaches.
 from .drawing import COLOURS, draw_sheet
 from .scenes import (HELD_BACK_NAMES, HELD_OUT_KINDS, KINDS, NONSENSE_NAMES, POSITIONS, SEEN_KINDS, SPLITS, Facts,
-                     Kind, Obj, Scene, World, caption, describe, lone_scene, parse_caption, render, sample_scene)
+                     Kind, Obj, Scene, World, caption, describe, lone_scene, noun_phrase, parse_caption, render,
+                     sample_scene)
 from .fewshot import HELD_BACK_NAMINGS, PAPER_NAMING, TRAINED_NAMINGS, Naming
 from .text import PASSAGES, TextMix, corpus_text, fact_sentences, made_up_name, text_document, text_documents
 from .episodes import EPISODE_SPLITS, TASKS, Episode, episode_text, episodes
 
 __all__ = ["COLOURS", "draw_sheet",
            "HELD_BACK_NAMES", "HELD_OUT_KINDS", "KINDS", "NONSENSE_NAMES", "POSITIONS", "SEEN_KINDS", "SPLITS", "Facts", "Kind", "Obj",
-           "Scene", "World", "caption", "describe", "lone_scene", "parse_caption", "render", "sample_scene",
+           "Scene", "World", "caption", "describe", "lone_scene", "noun_phrase", "parse_caption", "render", "sample_scene",
            "PASSAGES", "TextMix", "corpus_text", "fact_sentences", "made_up_name", "text_document", "text_documents",
            "HELD_BACK_NAMINGS", "PAPER_NAMING", "TRAINED_NAMINGS", "Naming",
            "EPISODE_SPLITS", "TASKS", "Episode", "episode_text", "episodes"]
