@@ -44,10 +44,11 @@ class FrozenConfig:
     # "vocab" makes each prefix vector a softmax-weighted average of the LM's token embeddings;
     # "words" makes it the nearest token embedding itself (gradient straight through)
     prefix_scale: str = "free"  # free | token | centred | vocab | words
-    # a lever, off by default: n words whose token embeddings the prefix starts at ("a big thing.")
-    prefix_words: str = ""
-    # a lever, off by default: slots (comma-separated, "2") that are their nearest word, as "words"
-    word_slots: str = ""
+    # levers, off by default, that give the prefix the shape of a description (README: the LM binds
+    # 'a small red apple.' but not the same words without the article or the full stop):
+    prefix_words: str = ""  # words the prefix starts at, one slot each: "a big thing."
+    word_slots: str = ""  # slots ("2") that are always their nearest word, as prefix_scale "words"
+    fixed_slots: str = ""  # slots ("0,3") that stay their prefix_words word for every image
 
     CHOICES = dict(encoder=tuple(ENCODER_PRESETS), encoder_shortcut=("avgpool", "strided"),
                    prefix_scale=("free", "token", "centred", "vocab", "words"),
@@ -58,10 +59,13 @@ class FrozenConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                                  f"got {getattr(self, name)!r}")
-        slots = [i.strip() for i in self.word_slots.split(",") if i.strip()]
-        if not all(i.isdigit() and int(i) < self.n_prefix for i in slots):
-            raise ValueError(f"--word-slots must be prefix slots below --n-prefix {self.n_prefix}, comma-separated, "
-                             f"got {self.word_slots!r}")
+        for flag in ("word_slots", "fixed_slots"):
+            slots = [i.strip() for i in getattr(self, flag).split(",") if i.strip()]
+            if not all(i.isdigit() and int(i) < self.n_prefix for i in slots):
+                raise ValueError(f"--{flag.replace('_', '-')} must be prefix slots below --n-prefix {self.n_prefix}, "
+                                 f"comma-separated, got {getattr(self, flag)!r}")
+        if self.fixed_slots.strip() and not self.prefix_words:
+            raise ValueError("--fixed-slots keeps slots at their --prefix-words words: give --prefix-words too")
         if not (self.lm_block in ("none", "last") or self.lm_block.isdigit()):
             raise ValueError(f"--lm-block must be none, last or a block number, got {self.lm_block!r}")
 
@@ -86,6 +90,9 @@ class VisionPrefix(nn.Module):
             self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
         self.words, self.nearest = None, config.prefix_scale == "words"
         self.word_slots = [int(i) for i in config.word_slots.split(",") if i.strip()]
+        self.fixed_slots = [int(i) for i in config.fixed_slots.split(",") if i.strip()]
+        if self.fixed_slots:  # the words they keep, set by start_at_words
+            self.register_buffer("fixed_words", torch.zeros(len(self.fixed_slots), lm_width))
         if config.prefix_scale in ("vocab", "words") or self.word_slots:
             # the LM's embedding table, read, not owned: a list keeps it out of this module's
             # parameters and state dict (it is the frozen LM's)
@@ -104,11 +111,13 @@ class VisionPrefix(nn.Module):
         if self.nearest:
             prefix = self.nearest_words(prefix)
         elif self.word_slots:
-            slots = self.word_slots
             prefix = prefix.clone()
-            prefix[:, slots] = self.nearest_words(prefix[:, slots])
+            prefix[:, self.word_slots] = self.nearest_words(prefix[:, self.word_slots])
         elif self.words is not None:
             prefix = self.mixture_of_words(prefix)
+        if self.fixed_slots:
+            prefix = prefix.clone()
+            prefix[:, self.fixed_slots] = self.fixed_words.to(prefix.dtype)
         return prefix
 
     def start_at_words(self, ids, table):
@@ -119,7 +128,10 @@ class VisionPrefix(nn.Module):
         as the descriptions it binds names to ('a big thing.'), and training moves the words."""
         groups = torch.tensor_split(torch.as_tensor(ids), self.n_prefix)
         with torch.no_grad():
-            self.proj.bias.copy_(torch.cat([table[g].mean(0) for g in groups]))
+            words = torch.stack([table[g].mean(0) for g in groups])  # (n, D)
+            self.proj.bias.copy_(words.reshape(-1))
+            if self.fixed_slots:
+                self.fixed_words.copy_(words[self.fixed_slots])
 
     def cosine_to_words(self, queries):
         """(B, n, V): each query's cosine with each token embedding, -inf for excluded words."""

@@ -343,3 +343,24 @@ def test_word_slots_are_exactly_their_nearest_word_and_pass_the_gradient_to_the_
     assert model.vision.proj.weight.grad.abs().sum() > 0 and lm.wte.weight.grad is None
     with pytest.raises(ValueError, match="--word-slots"):
         FrozenConfig(n_prefix=2, word_slots="2")
+
+
+def test_fixed_slots_stay_their_words_for_every_image_and_take_no_gradient():
+    lm = tiny_frozen().lm
+    config = FrozenConfig(encoder="tiny", n_prefix=4, image_size=32, prefix_scale="token", prefix_words="a big thing.",
+                          fixed_slots="0,3")
+    model = Frozen(lm, config)
+    model.vision.start_at_words([3, 5, 7, 9], lm.wte.weight)
+    with torch.no_grad():
+        model.vision.proj.weight.normal_()  # a map that has moved far from its start
+    prefix = model.vision(torch.randn(3, 3, 32, 32))
+    assert torch.equal(prefix[:, 0], lm.wte.weight[3].expand(3, -1))
+    assert torch.equal(prefix[:, 3], lm.wte.weight[9].expand(3, -1))
+    assert not torch.equal(prefix[0, 1], prefix[1, 1])  # the other slots are the image's
+    prefix[:, [0, 3]].sum().backward()
+    assert model.vision.proj.weight.grad.abs().sum() == 0
+    reloaded = Frozen(lm, config)
+    reloaded.vision.load_state_dict(model.vision.state_dict())  # the words travel with the checkpoint
+    assert torch.equal(reloaded.vision.fixed_words, model.vision.fixed_words)
+    with pytest.raises(ValueError, match="--prefix-words"):
+        FrozenConfig(n_prefix=4, fixed_slots="0")
