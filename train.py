@@ -66,6 +66,8 @@ class LMConfig(RunConfig):
     # a lever, off by default: the weight, beside TextMix's others (1.05 in all), of paper-layout
     # binding passages whose things are random word phrases (world/text.py: passage_binding_words)
     word_things: float = 0.0
+    # binding passages whose things drop their article or full stop (world/text.py: passage_binding_shapes)
+    shape_things: float = 0.0
     vector_hardness: float = 1.0  # scales the kinds' overlap and the examples' noise (vector_things.py)
 
 
@@ -184,7 +186,8 @@ def already_done(start_step, cfg, path):
 def text_source(cfg, tokenizer, block_size, split):
     if cfg.text:
         return FileText(cfg.text, tokenizer, block_size, cfg.seed, split)
-    return WorldText(tokenizer, block_size, cfg.seed, split, TextMix(binding_words=cfg.word_things))
+    return WorldText(tokenizer, block_size, cfg.seed, split, TextMix(binding_words=cfg.word_things,
+                                                                     binding_shapes=cfg.shape_things))
 
 
 def prepare_tokenizer(cfg, model_cfg, rt):

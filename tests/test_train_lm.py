@@ -202,3 +202,7 @@ def test_word_things_flag_weights_the_word_phrase_passages_of_the_corpus():
     cfg = train.LMConfig(word_things=0.15)
     assert train.text_source(cfg, None, 64, "train").mix.binding_words == 0.15
     assert train.text_source(train.LMConfig(), None, 64, "train").mix == world.TextMix()  # off by default
+
+
+def test_shape_things_flag_weights_the_shaped_passages_of_the_corpus():
+    assert train.text_source(train.LMConfig(shape_things=0.15), None, 64, "train").mix.binding_shapes == 0.15

@@ -396,3 +396,15 @@ def test_naming_captions_name_lone_things_and_change_nothing_else():
             assert text2 == text
     assert renamed > 20
     assert named[0][0].tobytes() == plain[0][0].tobytes()  # the same pixels
+
+
+def test_shaped_thing_passages_drop_the_article_or_the_stop_and_are_off_by_default():
+    from world.text import passage_binding_shapes
+    rng = random.Random(0)
+    text = " ".join(passage_binding_shapes(rng) for _ in range(30))
+    things = re.findall(r"(?:^|\. |Answer: |[a-z] )((?:an? )?(?:small|big) [a-z]+ [a-z]+\.?) This is an? [a-z]+\.", text)
+    shapes = {(t.startswith(("a ", "an ")), t.endswith(".")) for t in things}
+    assert shapes == {(True, True), (True, False), (False, True), (False, False)}, things[:10]
+    weighted = {name for name in world.PASSAGES if getattr(TextMix(), name) > 0}
+    assert "binding_shapes" not in weighted
+    assert any("binding_shapes" == world.text.text_document(0, i, TextMix(binding_shapes=1.0))[0] for i in range(50))

@@ -218,6 +218,8 @@ class TextMix:
     binding_direct: float = 0.25  # direct layout: "a red apple dax."
     # a lever, off by default: paper-layout binding whose things are random word phrases
     binding_words: float = 0.0  # "lamp seven blue. This is a dax."
+    # a lever, off by default: paper-layout binding whose things are written in varied shapes
+    binding_shapes: float = 0.0  # "small red apple This is a dax."
 
 
 def _text_pieces(rng) -> _Pieces:
@@ -352,6 +354,27 @@ def passage_binding_words(rng: random.Random) -> str:
     return _passage(*_binding_parts(rng, out, "paper", fast_vqa=0.0))
 
 
+class _ShapedThings(_Pieces):
+    """Things written in varied shapes: the article and the full stop each kept half the time, so
+    that binding cannot key on 'a ... X.' (README's thing-forms table), as a visual prefix has
+    neither."""
+
+    def thing(self, scene: Scene, style="plain", bare=False):
+        text = super().thing(scene, style, bare)
+        rng = self.text_rng
+        if rng.random() < 0.5:
+            text = text.removesuffix(".")
+        if rng.random() < 0.5:
+            text = re.sub(r"^an? ", "", text)
+        return text
+
+
+def passage_binding_shapes(rng: random.Random) -> str:
+    """The paper layout's binding with things in varied shapes (a lever: TextMix.binding_shapes)."""
+    out = _ShapedThings(f"shapes/{rng.getrandbits(64)}", 0, as_text=True)
+    return _passage(*_binding_parts(rng, out, "paper", fast_vqa=0.0))
+
+
 def _binding_parts(rng, out: _Pieces, layout, fast_vqa=0.2, shots=(1, 1, 2, 3)):
     ways = rng.choice((2, 2, 3, 5))
     inner_shots = rng.choice(shots) if ways < 5 else rng.choice((1, 1, 2))
@@ -421,7 +444,7 @@ PASSAGES: dict[str, Callable[[random.Random], str]] = {
     "knowledge": passage_knowledge, "qa": passage_qa, "story": passage_story, "scene": passage_scene,
     "naming": passage_naming, "binding": passage_binding, "copy": passage_copy, "examples": passage_examples,
     "binding_direct": functools.partial(passage_binding, layout="direct"),
-    "binding_words": passage_binding_words,
+    "binding_words": passage_binding_words, "binding_shapes": passage_binding_shapes,
 }
 
 
