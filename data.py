@@ -281,6 +281,8 @@ def caption_dataset(data, image_size, seed=0, split="train", image_dir=None, max
     validates and the rest trains: which pairs is a function of the seed alone."""
     if data == "world":
         return WorldCaptions(image_size, seed, split, blind=blind, naming_captions=naming_captions)
+    if naming_captions:
+        raise InputError(f"{data}: --naming-captions rewrites the drawn world's captions; real data keeps its own")
     path = Path(data)
     if not path.exists():
         raise InputError(f"{path}: caption data not found (give 'world', a COCO .json, a .jsonl, "

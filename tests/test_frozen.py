@@ -364,3 +364,9 @@ def test_fixed_slots_stay_their_words_for_every_image_and_take_no_gradient():
     assert torch.equal(reloaded.vision.fixed_words, model.vision.fixed_words)
     with pytest.raises(ValueError, match="--prefix-words"):
         FrozenConfig(n_prefix=4, fixed_slots="0")
+
+
+def test_naming_captions_on_real_data_is_one_line_not_a_silent_no_op(lm_dir, tmp_path, pairs_dir):
+    with pytest.raises(SystemExit) as e:
+        train.main(prefix_args(lm_dir, tmp_path, 2, "--data", str(pairs_dir), "--naming-captions", "0.5"))
+    assert "--naming-captions rewrites the drawn world's captions" in str(e.value) and "\n" not in str(e.value)
