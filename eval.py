@@ -103,7 +103,7 @@ def text_binding_table(lm, tokenizer, protocol):
 # visual prefix is n vectors with nothing after them but ' This is a dax.'. Which parts of the
 # description does the LM's binding need: the article, the full stop, the kind's name?
 THING_FORMS = {
-    "a small red apple. (the corpus's)": lambda o: f"{world.noun_phrase(o.kind, o.colour, o.size)}.",
+    "a small red apple. (the corpus's)": world.describe,
     "a small red apple": lambda o: world.noun_phrase(o.kind, o.colour, o.size),
     "small red apple": lambda o: f"{o.size} {o.colour} {o.kind}",
     "apple.": lambda o: f"{o.kind}.",

@@ -54,14 +54,20 @@ class FrozenConfig:
                    prefix_scale=("free", "token", "centred", "vocab", "words"),
                    lm_block_mode=("frozen", "finetune", "random", "mlp"))
 
+    def _slot_strings(self, flag):
+        return [i.strip() for i in getattr(self, flag).split(",") if i.strip()]
+
+    def slots(self, flag):
+        """The prefix slots a comma-separated field names ("0,3" -> [0, 3]), checked at construction."""
+        return [int(i) for i in self._slot_strings(flag)]
+
     def __post_init__(self):  # flags of train.py: a wrong value is an error naming the flag
         for name, choices in self.CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                                  f"got {getattr(self, name)!r}")
         for flag in ("word_slots", "fixed_slots"):
-            slots = [i.strip() for i in getattr(self, flag).split(",") if i.strip()]
-            if not all(i.isdigit() and int(i) < self.n_prefix for i in slots):
+            if not all(i.isdigit() and int(i) < self.n_prefix for i in self._slot_strings(flag)):
                 raise ValueError(f"--{flag.replace('_', '-')} must be prefix slots below --n-prefix {self.n_prefix}, "
                                  f"comma-separated, got {getattr(self, flag)!r}")
         if self.fixed_slots.strip() and not self.prefix_words:
@@ -89,8 +95,7 @@ class VisionPrefix(nn.Module):
         if self.centred:  # as BatchNorm's mean: the batch's in training, a running one at inference
             self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
         self.words, self.nearest = None, config.prefix_scale == "words"
-        self.word_slots = [int(i) for i in config.word_slots.split(",") if i.strip()]
-        self.fixed_slots = [int(i) for i in config.fixed_slots.split(",") if i.strip()]
+        self.word_slots, self.fixed_slots = config.slots("word_slots"), config.slots("fixed_slots")
         if self.fixed_slots:  # the words they keep, set by start_at_words
             self.register_buffer("fixed_words", torch.zeros(len(self.fixed_slots), lm_width))
         if config.prefix_scale in ("vocab", "words") or self.word_slots:
