@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 import world
-from frozen import caption_targets
+from frozen import caption_rows, caption_targets
 
 
 class InputError(ValueError):
@@ -271,6 +271,32 @@ class WorldCaptions(torch.utils.data.Dataset):
         return image_to_tensor(image, self.image_size), caption
 
 
+class WorldCaptionRows(torch.utils.data.Dataset):
+    """Rows of the drawn world's (image, caption) pairs for captions in a row (a lever,
+    `--captions-in-row K`): item i is K scenes of two kinds drawn for the row, so that a kind
+    recurs within the row. The frozen LM reads each caption with the row's earlier images and
+    captions in its context, so the caption loss also asks that an image be told apart from the
+    others of its row, and matched to the earlier ones of its kind, by what the LM attends to:
+    what binding through images needs (README, "Why binding through images is hard")."""
+
+    def __init__(self, image_size, per_row, seed=0, split="train", length=1_000_000):
+        self.image_size, self.per_row, self.seed, self.split, self.length = image_size, per_row, seed, split, length
+        self.kinds = world.SPLITS[split]
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        rng = random.Random(f"rows/{self.seed}/{self.split}/{i}")
+        pair = rng.sample(list(self.kinds), 2)
+        row = []
+        for _ in range(self.per_row):
+            scene = world.sample_scene(rng, pair)
+            text = world.caption(scene, rng)
+            row.append((image_to_tensor(world.render(scene, self.image_size, rng), self.image_size), text))
+        return row
+
+
 def caption_dataset(data, image_size, seed=0, split="train", image_dir=None, max_bad=0.05, blind=False,
                     naming_captions=0.0):
     """'world' or a path: a COCO .json, a .jsonl, or a folder of image + .txt pairs (blind: the
@@ -456,11 +482,24 @@ class CaptionCollate:
     def __call__(self, items):
         if self._tokenizer is None:  # built lazily, once per worker process
             self._tokenizer = Tokenizer(self.tokenizer_path)
+        if isinstance(items[0], list):  # rows of pairs: captions in a row
+            return self.rows(items)
         images = torch.stack([image for image, _ in items])
         captions = self._tokenizer.encode_batch([" " + caption for _, caption in items])
         captions = [self.cut(c) for c in captions]
         inputs, targets = caption_targets(captions, self.n_prefix, self._tokenizer.eot_id, self._tokenizer.pad_id)
         return images, inputs, targets
+
+    def rows(self, rows):
+        """A batch of rows (WorldCaptionRows) -> images (R * K, 3, H, W) and caption_rows' inputs
+        and targets (R, T); each caption cut to its share of the LM's context."""
+        images = torch.stack([image for row in rows for image, _ in row])
+        per_row = len(rows[0])
+        share = None if self.max_tokens is None else (self.max_tokens + 1) // per_row - self.n_prefix - 1
+        captions = self._tokenizer.encode_batch([" " + caption for row in rows for _, caption in row])
+        captions = [c if share is None else c[:share] for c in captions]
+        grouped = [captions[r * per_row: (r + 1) * per_row] for r in range(len(rows))]
+        return (images, *caption_rows(grouped, self.n_prefix, self._tokenizer.eot_id, self._tokenizer.pad_id))
 
     def cut(self, caption):
         if self.max_tokens is None or len(caption) <= self.max_tokens:

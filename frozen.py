@@ -210,9 +210,16 @@ class Frozen(nn.Module):
 
         images (B, 3, H, W); caption_inputs (B, L) caption tokens, right-padded; targets
         (B, n + L) from `caption_targets`: -100 on the prefix positions and padding.
+        Or captions in a row (`caption_rows`): inputs and targets (R, T), the images' prefixes
+        standing at the inputs' IMAGE_SLOT positions, in order.
         """
         prefix = self.vision(images)  # (B, n, D)
-        embeds = torch.cat([prefix, self.lm.embed(caption_inputs)], dim=1)  # (B, n + L, D)
+        if caption_inputs.shape == targets.shape:  # captions in a row
+            slots = (caption_inputs == IMAGE_SLOT).unsqueeze(-1)  # (R, T, 1)
+            embeds = self.lm.embed(caption_inputs.clamp(min=0))  # (R, T, D)
+            embeds = embeds.masked_scatter(slots, prefix.to(embeds.dtype))
+        else:
+            embeds = torch.cat([prefix, self.lm.embed(caption_inputs)], dim=1)  # (B, n + L, D)
         _, loss = self.lm(embeds=embeds, targets=targets)
         return loss
 
@@ -258,6 +265,30 @@ def caption_targets(captions, n_prefix, eot_id, pad_id):
         inputs[i, : len(c)] = torch.tensor(c, dtype=torch.long)
         targets[i, n_prefix - 1: n_prefix + len(c)] = torch.tensor(c + [eot_id], dtype=torch.long)
     return inputs, targets
+
+
+IMAGE_SLOT = -1  # where a prefix vector stands in a row of captions (`caption_rows`)
+
+
+def caption_rows(rows, n_prefix, eot_id, pad_id):
+    """Inputs and targets (R, T) for rows of tokenised captions, each row several image-caption
+    pairs in one sequence: [image 1] caption 1 [image 2] caption 2 ... end-of-text. An image is n
+    IMAGE_SLOT inputs. As in `caption_targets`, the loss is on caption tokens only: the last
+    prefix position predicts its caption's first token, a caption's last token predicts the next
+    image (no loss) or, at the row's end, end-of-text."""
+    inputs, targets = [], []
+    for captions in rows:
+        row_in, row_out = [], []
+        for j, c in enumerate(captions):
+            last = j == len(captions) - 1
+            row_in += [IMAGE_SLOT] * n_prefix + c
+            row_out += [-100] * (n_prefix - 1) + c + [eot_id if last else -100]
+        inputs.append(row_in)
+        targets.append(row_out)
+    T = max(len(r) for r in inputs)
+    pad = lambda r, v: r + [v] * (T - len(r))
+    return (torch.tensor([pad(r, pad_id) for r in inputs], dtype=torch.long),
+            torch.tensor([pad(r, -100) for r in targets], dtype=torch.long))
 
 
 # ---------------------------------------------------------------------------------------------

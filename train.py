@@ -33,8 +33,8 @@ from checkpoint import check_tokenizer, load_lm, save_checkpoint, state_dict_of
 from common import (RunConfig, StepLog, add_dataclass_args, build_config, choose_cpu_attention, decay_groups,
                     is_due, lr_at, make_optimizer, open_log, resolve_compile, restore, resume_from, run_record,
                     seed_step, set_lr, setup_runtime, usable_workers, warn_if_gpu_preset_on_cpu)
-from data import (CaptionCollate, FileText, InputError, StepBatches, Tokenizer, WorldText, black_images,
-                  caption_dataset, file_hash, text_batch, train_tokenizer)
+from data import (CaptionCollate, FileText, InputError, StepBatches, Tokenizer, WorldCaptionRows, WorldText,
+                  black_images, caption_dataset, file_hash, text_batch, train_tokenizer)
 from frozen import Frozen, FrozenConfig
 from gpt import GPT, GPTConfig
 from nfresnet import adaptive_grad_clip
@@ -88,6 +88,9 @@ class PrefixConfig(RunConfig):
     lm_init: str = "pretrained"  # pretrained | scratch (ablation: random LM, trained)
     blind: bool = False  # ablation: black images in training
     naming_captions: float = 0.0  # the world's lone things captioned 'This is an apple.' this share of the time
+    # a lever, off by default (the paper captions one image at a time): K image-caption pairs in
+    # one sequence, a batch of batch_size pairs in batch_size / K rows (data.WorldCaptionRows)
+    captions_in_row: int = 1
     num_workers: int = -1  # DataLoader processes; -1: none on a CPU, 4 beside a GPU (common.usable_workers)
     eval_batches: int = 4
 
@@ -360,15 +363,27 @@ def clip_prefix_gradients(model, cfg):
         torch.nn.utils.clip_grad_norm_([p for p in model.lm.parameters() if p.requires_grad], 1.0)
 
 
-def caption_batches(dataset, collate, cfg, rt, split, start_step, max_steps, micro_batches):
-    """Batches start_step..max_steps-1 of a split; training batches are sharded over processes."""
+def caption_batches(dataset, collate, cfg, rt, split, start_step, max_steps, micro_batches, per_item=1):
+    """Batches start_step..max_steps-1 of a split; training batches are sharded over processes.
+    per_item: pairs in one item of the dataset (a row of captions), so a batch holds batch_size pairs."""
     rank, world = (rt.rank, rt.world_size) if split == "train" else (0, 1)
-    sampler = StepBatches(len(dataset), start_step, max_steps, micro_batches, cfg.batch_size, rank, world,
-                          cfg.seed if split == "train" else cfg.seed + 1)
+    sampler = StepBatches(len(dataset), start_step, max_steps, micro_batches, cfg.batch_size // per_item, rank,
+                          world, cfg.seed if split == "train" else cfg.seed + 1)
     workers = usable_workers(cfg.num_workers, rt)
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
         pin_memory=rt.device.type == "cuda", prefetch_factor=4 if workers else None)
+
+
+def caption_rows_dataset(cfg, frozen_cfg):
+    """The drawn world's pairs in rows of --captions-in-row (data.WorldCaptionRows)."""
+    k = cfg.captions_in_row
+    if cfg.data != "world" or cfg.blind:
+        raise InputError(f"--captions-in-row rows the drawn world's scenes by kind; not with "
+                         f"{'--blind' if cfg.blind else cfg.data}")
+    if cfg.batch_size % k:
+        raise InputError(f"--batch-size {cfg.batch_size} is not a whole number of rows of --captions-in-row {k}")
+    return WorldCaptionRows(frozen_cfg.image_size, k, cfg.seed, "train")
 
 
 def to_device(batch, rt):
@@ -419,10 +434,13 @@ def train_prefix(cfg, frozen_cfg):
     # both splits are built (and every real image-caption pair checked) before step 0
     train_set, val_set = (caption_dataset(cfg.data, frozen_cfg.image_size, cfg.seed, split, cfg.image_dir or None,
                                           cfg.max_bad, cfg.blind, cfg.naming_captions) for split in ("train", "val"))
+    if cfg.captions_in_row > 1:  # the val loss stays one caption at a time, comparable across runs
+        train_set = caption_rows_dataset(cfg, frozen_cfg)
     # a caption longer than the LM's trained context is cut to fit (CaptionCollate says so once)
     collate = CaptionCollate(tokenizer.path, frozen_cfg.n_prefix,
                              max_tokens=model.lm.config.block_size - frozen_cfg.n_prefix - 1)
-    batches = iter(caption_batches(train_set, collate, cfg, rt, "train", start_step, cfg.max_steps, cfg.grad_accum))
+    batches = iter(caption_batches(train_set, collate, cfg, rt, "train", start_step, cfg.max_steps, cfg.grad_accum,
+                                   per_item=cfg.captions_in_row))
     train_model = wrap_for_training(model, cfg, rt)
     step_log = StepLog(log, start_step, cfg.batch_size * cfg.grad_accum * rt.world_size, "pairs/s")
 

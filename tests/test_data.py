@@ -12,7 +12,10 @@ import torch
 from PIL import Image
 
 import train
-from data import InputError, StepBatches, WorldCaptions, black_images, caption_dataset, image_to_tensor
+import world
+from data import (CaptionCollate, InputError, StepBatches, WorldCaptionRows, WorldCaptions, black_images,
+                  caption_dataset, image_to_tensor)
+from frozen import IMAGE_SLOT
 
 from conftest import write_pairs
 from test_frozen import prefix_args
@@ -145,6 +148,21 @@ def test_blind_world_captions_are_the_same_captions_with_black_images():
         (image, caption), (black, blind_caption) = seen[i], blind[i]
         assert blind_caption == caption
         assert black.shape == image.shape and torch.equal(black, black_images(image))
+
+
+def test_a_row_of_captions_is_two_seen_kinds_drawn_again_and_again(lm_dir):
+    rows = WorldCaptionRows(32, per_row=4, seed=3)
+    row = rows[7]
+    assert len(row) == 4 and all(image.shape == (3, 32, 32) for image, _ in row)
+    kinds = {k for _, caption in row for k in world.parse_caption(caption)["kinds"]}
+    assert 1 <= len(kinds) <= 2 and kinds <= set(world.SEEN_KINDS)  # the row's two kinds at most
+    assert [c for _, c in rows[7]] == [c for _, c in row]  # deterministic
+    assert [c for _, c in rows[8]] != [c for _, c in row]
+    collate = CaptionCollate(lm_dir / "tokenizer.json", n_prefix=2, max_tokens=15)
+    images, inputs, targets = collate([rows[0], rows[1]])
+    assert images.shape == (8, 3, 32, 32) and inputs.shape == targets.shape
+    assert ((inputs == IMAGE_SLOT).sum(1) == 8).all()  # 4 images of 2 slots in each row
+    assert inputs.shape[1] <= 16  # each caption cut to its share of the context
 
 
 def test_auto_workers_leave_the_cpu_to_the_model_and_asked_ones_are_capped_at_the_cores():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import checkpoint
 import train
-from frozen import Frozen, FrozenConfig, caption_targets
+from frozen import IMAGE_SLOT, Frozen, FrozenConfig, caption_rows, caption_targets
 from gpt import GPT, GPTConfig
 
 from conftest import shape_image, write_pairs
@@ -370,3 +370,45 @@ def test_naming_captions_on_real_data_is_one_line_not_a_silent_no_op(lm_dir, tmp
     with pytest.raises(SystemExit) as e:
         train.main(prefix_args(lm_dir, tmp_path, 2, "--data", str(pairs_dir), "--naming-captions", "0.5"))
     assert "--naming-captions rewrites the drawn world's captions" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_caption_rows_put_each_image_before_its_caption_and_the_loss_on_captions_only():
+    inputs, targets = caption_rows([[[5, 6], [7]], [[8, 9, 10]]], n_prefix=2, eot_id=1, pad_id=0)
+    assert inputs.tolist() == [[IMAGE_SLOT, IMAGE_SLOT, 5, 6, IMAGE_SLOT, IMAGE_SLOT, 7],
+                               [IMAGE_SLOT, IMAGE_SLOT, 8, 9, 10, 0, 0]]
+    # a caption's last token predicts the next image: no loss; end-of-text only at the row's end
+    assert targets.tolist() == [[-100, 5, 6, -100, -100, 7, 1], [-100, 8, 9, 10, 1, -100, -100]]
+
+
+def test_a_row_of_one_caption_is_the_one_caption_and_a_row_reads_its_earlier_pairs():
+    model = tiny_frozen().eval()
+    images = torch.randn(2, 3, 32, 32)
+    alone = model(images[:1], *caption_targets([[5, 6, 7]], 2, eot_id=1, pad_id=0))
+    assert model(images[:1], *caption_rows([[[5, 6, 7]]], 2, eot_id=1, pad_id=0)).item() == pytest.approx(alone.item(),
+                                                                                                        abs=1e-6)
+    # in a row, the second caption is read after the first image and caption: by hand, on the
+    # sequence [prefix 1] 5 6 7 [prefix 2] 8 <eot>
+    loss = model(images, *caption_rows([[[5, 6, 7], [8]]], 2, eot_id=1, pad_id=0))
+    prefix = model.vision(images)
+    embeds = torch.cat([prefix[0], model.lm.embed(torch.tensor([5, 6, 7])), prefix[1], model.lm.embed(torch.tensor([8]))])
+    logits, _ = model.lm(embeds=embeds[None])
+    positions, wanted = [1, 2, 3, 6, 7], [5, 6, 7, 8, 1]
+    assert loss.item() == pytest.approx(F.cross_entropy(logits[0, positions], torch.tensor(wanted)).item(), rel=1e-5)
+    # and the images take the gradient through the caption loss alone, the LM none
+    loss.backward()
+    assert model.vision.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.lm.parameters())
+
+
+def test_captions_in_a_row_train_and_refuse_what_they_cannot_row(lm_dir, tmp_path, pairs_dir):
+    train.main(prefix_args(lm_dir, tmp_path / "rows", 2, "--captions-in-row", "2"))
+    assert (tmp_path / "rows" / "prefix.pt").is_file()
+    for extra, message in ((["--data", str(pairs_dir)], "--captions-in-row rows the drawn world"),
+                           (["--blind", "true"], "not with --blind"),
+                           (["--captions-in-row", "3"], "--batch-size 4 is not a whole number of rows")):
+        args = prefix_args(lm_dir, tmp_path / "bad", 2, *extra)
+        if "--captions-in-row" not in extra:
+            args += ["--captions-in-row", "2"]
+        with pytest.raises(SystemExit) as e:
+            train.main(args)
+        assert message in str(e.value) and "\n" not in str(e.value)
