@@ -48,11 +48,14 @@ class FrozenConfig:
     # 'a small red apple.' but not the same words without the article or the full stop):
     prefix_words: str = ""  # words the prefix starts at, one slot each: "a big thing."
     word_slots: str = ""  # slots ("2") that are always their nearest word, as prefix_scale "words"
+    # how a word slot's word is chosen in training: nearest (straight through to the slot's vector)
+    # or gumbel (drawn from a softmax over the words, straight-through Gumbel-softmax)
+    word_choice: str = "nearest"
     fixed_slots: str = ""  # slots ("0,3") that stay their prefix_words word for every image
 
     CHOICES = dict(encoder=tuple(ENCODER_PRESETS), encoder_shortcut=("avgpool", "strided"),
                    prefix_scale=("free", "token", "centred", "vocab", "words"),
-                   lm_block_mode=("frozen", "finetune", "random", "mlp"))
+                   lm_block_mode=("frozen", "finetune", "random", "mlp"), word_choice=("nearest", "gumbel"))
 
     def _slot_strings(self, flag):
         return [i.strip() for i in getattr(self, flag).split(",") if i.strip()]
@@ -92,7 +95,8 @@ class VisionPrefix(nn.Module):
         if config.prefix_scale in ("token", "centred", "words"):
             self.token_rms = lm.embedding_rms().item()
         self.centred = config.prefix_scale == "centred"
-        if self.centred:  # as BatchNorm's mean: the batch's in training, a running one at inference
+        self.sampled = config.word_choice == "gumbel" and bool(config.word_slots.strip())
+        if self.centred or self.sampled:  # as BatchNorm's mean: the batch's in training, a running one at inference
             self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
         self.words, self.nearest = None, config.prefix_scale == "words"
         self.word_slots, self.fixed_slots = config.slots("word_slots"), config.slots("fixed_slots")
@@ -103,7 +107,7 @@ class VisionPrefix(nn.Module):
             # parameters and state dict (it is the frozen LM's)
             self.words = [lm.wte]
             self.register_buffer("readable", torch.ones(lm.config.vocab_size, dtype=torch.bool))
-        if config.prefix_scale == "vocab":
+        if config.prefix_scale == "vocab" or self.sampled:
             self.sharpness = nn.Parameter(torch.tensor(math.log(10.0)))  # a cosine of 1 -> logit 10
 
     def forward(self, images):
@@ -117,7 +121,11 @@ class VisionPrefix(nn.Module):
             prefix = self.nearest_words(prefix)
         elif self.word_slots:
             prefix = prefix.clone()
-            prefix[:, self.word_slots] = self.nearest_words(prefix[:, self.word_slots])
+            queries = prefix[:, self.word_slots]
+            if self.sampled:  # a word chosen by what sets this image apart (else: one word for all)
+                queries = queries - self.mean_over_images(prefix)[self.word_slots]
+            choose = self.sampled_words if self.sampled and self.training else self.nearest_words
+            prefix[:, self.word_slots] = choose(queries)
         elif self.words is not None:
             prefix = self.mixture_of_words(prefix)
         if self.fixed_slots:
@@ -138,11 +146,14 @@ class VisionPrefix(nn.Module):
             if self.fixed_slots:
                 self.fixed_words.copy_(words[self.fixed_slots])
 
-    def cosine_to_words(self, queries):
-        """(B, n, V): each query's cosine with each token embedding, -inf for excluded words."""
+    def cosine_to_words(self, queries, scale=None):
+        """(B, n, V): each query's cosine with each token embedding (times scale), -inf for
+        excluded words. Masked after scaling: a gradient that met -inf would turn into nan."""
         table = self.words[0].weight
-        cosine = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).t()
-        return cosine.float().masked_fill(~self.readable, float("-inf"))
+        cosine = (F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).t()).float()
+        if scale is not None:
+            cosine = scale * cosine
+        return cosine.masked_fill(~self.readable, float("-inf"))
 
     def nearest_words(self, queries):
         """Each prefix vector replaced by the token embedding nearest to it (cosine): the frozen LM
@@ -155,6 +166,17 @@ class VisionPrefix(nn.Module):
         words = self.words[0].weight[self.cosine_to_words(queries).argmax(-1)]  # (B, n, D)
         return words + (queries - queries.detach())  # the word exactly; the query's gradient
 
+    def sampled_words(self, queries):
+        """In training, each query replaced by a word drawn from the softmax over the vocabulary of
+        its cosine with each word times a learned sharpness; the forward pass reads the word itself,
+        the backward pass that of the soft mixture (straight-through Gumbel-softmax, Jang et al.
+        2017), so the gradient says which words would have served the caption better, not only how
+        to move the query. At inference the most likely word: the nearest (`nearest_words`)."""
+        table = self.words[0].weight  # (V, D)
+        logits = self.cosine_to_words(queries, scale=self.sharpness.exp().clamp(max=100))
+        one_hot = F.gumbel_softmax(logits, tau=1.0, hard=True)  # (B, n, V): a word forward, soft backward
+        return one_hot.to(table.dtype) @ table
+
     def mixture_of_words(self, queries):
         """Each prefix vector as a weighted average of the frozen LM's token embeddings (B, n, D),
         the weights a softmax over the vocabulary of the query's cosine with each word, times a
@@ -163,7 +185,7 @@ class VisionPrefix(nn.Module):
         example by the words they share (README, "Why binding through images is hard"). A lever:
         the paper's map is linear."""
         table = self.words[0].weight  # (V, D)
-        logits = self.sharpness.exp().clamp(max=100) * self.cosine_to_words(queries)
+        logits = self.cosine_to_words(queries, scale=self.sharpness.exp().clamp(max=100))
         return logits.softmax(-1).to(table.dtype) @ table
 
     def exclude_words(self, ids):

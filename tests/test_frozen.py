@@ -345,6 +345,33 @@ def test_word_slots_are_exactly_their_nearest_word_and_pass_the_gradient_to_the_
         FrozenConfig(n_prefix=2, word_slots="2")
 
 
+def test_gumbel_word_slots_draw_a_word_in_training_and_take_the_nearest_at_inference():
+    lm = tiny_frozen().lm
+    config = FrozenConfig(encoder="tiny", n_prefix=4, image_size=32, prefix_scale="token", word_slots="1,2",
+                          word_choice="gumbel")
+    model = Frozen(lm, config)
+    model.vision.exclude_words([0, 1])  # as build_frozen excludes end-of-text and padding
+    images = torch.randn(64, 3, 32, 32)
+    words = lm.wte.weight
+    model.train()
+    torch.manual_seed(0)
+    prefix = model.vision(images)
+    distance = (prefix[:, 1:3, None, :] - words[None, None]).abs().sum(-1)  # (64, 2, V)
+    drawn = distance.argmin(-1)
+    assert torch.equal(distance.min(-1).values, torch.zeros(64, 2))  # each slot is a row of the table
+    assert not (drawn < 2).any()  # never an excluded word
+    model.eval()
+    nearest = model.vision(images)[:, 1:3]
+    assert torch.equal(nearest, model.vision.nearest_words(nearest))  # inference: the nearest word
+    assert not torch.equal(nearest, prefix[:, 1:3].detach())  # training drew others, some of the time
+    model.train()
+    (model.vision(images)[:, 1:3] * torch.randn(64, 2, 32)).sum().backward()
+    # the soft mixture's gradient reaches the map and the sharpness, finite despite the excluded words
+    assert model.vision.proj.weight.grad.abs().sum() > 0 and model.vision.sharpness.grad.isfinite()
+    with pytest.raises(ValueError, match="--word-choice"):
+        FrozenConfig(word_choice="softest")
+
+
 def test_fixed_slots_stay_their_words_for_every_image_and_take_no_gradient():
     lm = tiny_frozen().lm
     config = FrozenConfig(encoder="tiny", n_prefix=4, image_size=32, prefix_scale="token", prefix_words="a big thing.",
