@@ -94,12 +94,12 @@ class VisionPrefix(nn.Module):
         self.token_rms = None
         if config.prefix_scale in ("token", "centred", "words"):
             self.token_rms = lm.embedding_rms().item()
-        self.centred = config.prefix_scale == "centred"
-        self.sampled = config.word_choice == "gumbel" and bool(config.word_slots.strip())
-        if self.centred or self.sampled:  # as BatchNorm's mean: the batch's in training, a running one at inference
-            self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
         self.words, self.nearest = None, config.prefix_scale == "words"
         self.word_slots, self.fixed_slots = config.slots("word_slots"), config.slots("fixed_slots")
+        self.centred = config.prefix_scale == "centred"
+        self.sampled = config.word_choice == "gumbel" and bool(self.word_slots)  # drawn word slots, centred
+        if self.centred or self.sampled:  # as BatchNorm's mean: the batch's in training, a running one at inference
+            self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
         if self.fixed_slots:  # the words they keep, set by start_at_words
             self.register_buffer("fixed_words", torch.zeros(len(self.fixed_slots), lm_width))
         if config.prefix_scale in ("vocab", "words") or self.word_slots:
@@ -307,10 +307,9 @@ def caption_rows(rows, n_prefix, eot_id, pad_id):
             row_out += [-100] * (n_prefix - 1) + c + [eot_id if last else -100]
         inputs.append(row_in)
         targets.append(row_out)
-    T = max(len(r) for r in inputs)
-    pad = lambda r, v: r + [v] * (T - len(r))
-    return (torch.tensor([pad(r, pad_id) for r in inputs], dtype=torch.long),
-            torch.tensor([pad(r, -100) for r in targets], dtype=torch.long))
+    T = max(len(r) for r in inputs)  # right-padded, as caption_targets
+    return (torch.tensor([r + [pad_id] * (T - len(r)) for r in inputs], dtype=torch.long),
+            torch.tensor([r + [-100] * (T - len(r)) for r in targets], dtype=torch.long))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -411,13 +411,14 @@ def test_a_row_of_one_caption_is_the_one_caption_and_a_row_reads_its_earlier_pai
     model = tiny_frozen().eval()
     images = torch.randn(2, 3, 32, 32)
     alone = model(images[:1], *caption_targets([[5, 6, 7]], 2, eot_id=1, pad_id=0))
-    assert model(images[:1], *caption_rows([[[5, 6, 7]]], 2, eot_id=1, pad_id=0)).item() == pytest.approx(alone.item(),
-                                                                                                        abs=1e-6)
+    row_of_one = model(images[:1], *caption_rows([[[5, 6, 7]]], 2, eot_id=1, pad_id=0))
+    assert row_of_one.item() == pytest.approx(alone.item(), abs=1e-6)
     # in a row, the second caption is read after the first image and caption: by hand, on the
     # sequence [prefix 1] 5 6 7 [prefix 2] 8 <eot>
     loss = model(images, *caption_rows([[[5, 6, 7], [8]]], 2, eot_id=1, pad_id=0))
     prefix = model.vision(images)
-    embeds = torch.cat([prefix[0], model.lm.embed(torch.tensor([5, 6, 7])), prefix[1], model.lm.embed(torch.tensor([8]))])
+    words = model.lm.embed(torch.tensor([5, 6, 7, 8]))
+    embeds = torch.cat([prefix[0], words[:3], prefix[1], words[3:]])
     logits, _ = model.lm(embeds=embeds[None])
     positions, wanted = [1, 2, 3, 6, 7], [5, 6, 7, 8, 1]
     assert loss.item() == pytest.approx(F.cross_entropy(logits[0, positions], torch.tensor(wanted)).item(), rel=1e-5)
