@@ -49,7 +49,8 @@ class FrozenConfig:
     prefix_words: str = ""  # words the prefix starts at, one slot each: "a big thing."
     word_slots: str = ""  # slots ("2") that are always their nearest word, as prefix_scale "words"
     # how a word slot's word is chosen in training: nearest (straight through to the slot's vector)
-    # or gumbel (drawn from a softmax over the words, straight-through Gumbel-softmax)
+    # or gumbel (drawn from a softmax over the words, straight-through Gumbel-softmax; README: neither
+    # found the kinds' names)
     word_choice: str = "nearest"
     fixed_slots: str = ""  # slots ("0,3") that stay their prefix_words word for every image
 

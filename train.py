@@ -89,7 +89,8 @@ class PrefixConfig(RunConfig):
     blind: bool = False  # ablation: black images in training
     naming_captions: float = 0.0  # the world's lone things captioned 'This is an apple.' this share of the time
     # a lever, off by default (the paper captions one image at a time): K image-caption pairs in
-    # one sequence, a batch of batch_size pairs in batch_size / K rows (data.WorldCaptionRows)
+    # one sequence, a batch of batch_size pairs in batch_size / K rows (data.WorldCaptionRows;
+    # README's lever table: worse, the kind is copied from the row instead of seen)
     captions_in_row: int = 1
     num_workers: int = -1  # DataLoader processes; -1: none on a CPU, 4 beside a GPU (common.usable_workers)
     eval_batches: int = 4
