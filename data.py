@@ -497,18 +497,20 @@ class CaptionCollate:
         per_row = len(rows[0])
         share = None if self.max_tokens is None else (self.max_tokens + 1) // per_row - self.n_prefix - 1
         captions = self._tokenizer.encode_batch([" " + caption for row in rows for _, caption in row])
-        captions = [c if share is None else c[:share] for c in captions]
+        captions = [self.cut(c, share) for c in captions]
         grouped = [captions[r * per_row: (r + 1) * per_row] for r in range(len(rows))]
         return (images, *caption_rows(grouped, self.n_prefix, self._tokenizer.eot_id, self._tokenizer.pad_id))
 
-    def cut(self, caption):
-        if self.max_tokens is None or len(caption) <= self.max_tokens:
+    def cut(self, caption, max_tokens=None):
+        """The caption cut to max_tokens (default: self.max_tokens), with a warning once."""
+        max_tokens = self.max_tokens if max_tokens is None else max_tokens
+        if max_tokens is None or len(caption) <= max_tokens:
             return caption
         if not self._warned:
-            warnings.warn(f"a caption of {len(caption)} tokens was cut to {self.max_tokens} tokens, what fits "
+            warnings.warn(f"a caption of {len(caption)} tokens was cut to {max_tokens} tokens, what fits "
                           f"the LM's context beside the visual prefix (later cuts are not reported)")
             self._warned = True
-        return caption[: self.max_tokens]
+        return caption[: max_tokens]
 
 
 class StepBatches(torch.utils.data.Sampler):

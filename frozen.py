@@ -156,6 +156,10 @@ class VisionPrefix(nn.Module):
             cosine = scale * cosine
         return cosine.masked_fill(~self.readable, float("-inf"))
 
+    def word_logits(self, queries):
+        """(B, n, V): the cosines times the learned sharpness, as CLIP's logit scale."""
+        return self.cosine_to_words(queries, scale=self.sharpness.exp().clamp(max=100))
+
     def nearest_words(self, queries):
         """Each prefix vector replaced by the token embedding nearest to it (cosine): the frozen LM
         reads real words, and a query image that is written with its support's words is matched
@@ -174,8 +178,8 @@ class VisionPrefix(nn.Module):
         2017), so the gradient says which words would have served the caption better, not only how
         to move the query. At inference the most likely word: the nearest (`nearest_words`)."""
         table = self.words[0].weight  # (V, D)
-        logits = self.cosine_to_words(queries, scale=self.sharpness.exp().clamp(max=100))
-        one_hot = F.gumbel_softmax(logits, tau=1.0, hard=True)  # (B, n, V): a word forward, soft backward
+        # (B, n, V): a word in the forward pass, the soft mixture in the backward
+        one_hot = F.gumbel_softmax(self.word_logits(queries), tau=1.0, hard=True)
         return one_hot.to(table.dtype) @ table
 
     def mixture_of_words(self, queries):
@@ -186,8 +190,7 @@ class VisionPrefix(nn.Module):
         example by the words they share (README, "Why binding through images is hard"). A lever:
         the paper's map is linear."""
         table = self.words[0].weight  # (V, D)
-        logits = self.cosine_to_words(queries, scale=self.sharpness.exp().clamp(max=100))
-        return logits.softmax(-1).to(table.dtype) @ table
+        return self.word_logits(queries).softmax(-1).to(table.dtype) @ table
 
     def exclude_words(self, ids):
         """Words no prefix may use: end-of-text would end the document, padding is never read."""

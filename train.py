@@ -433,10 +433,11 @@ def train_prefix(cfg, frozen_cfg):
               f"{f'trained at lr {lm_lr:g}' if model.train_lm else 'frozen'}; {frozen_cfg}")
     log = open_log(out / "prefix_log.txt", start_step, rt)
     # both splits are built (and every real image-caption pair checked) before step 0
-    train_set, val_set = (caption_dataset(cfg.data, frozen_cfg.image_size, cfg.seed, split, cfg.image_dir or None,
-                                          cfg.max_bad, cfg.blind, cfg.naming_captions) for split in ("train", "val"))
-    if cfg.captions_in_row > 1:  # the val loss stays one caption at a time, comparable across runs
-        train_set = caption_rows_dataset(cfg, frozen_cfg)
+    # (captions in a row train on rows of the world; the val loss stays one caption at a time)
+    captions = partial(caption_dataset, cfg.data, frozen_cfg.image_size, cfg.seed, image_dir=cfg.image_dir or None,
+                       max_bad=cfg.max_bad, blind=cfg.blind, naming_captions=cfg.naming_captions)
+    train_set = caption_rows_dataset(cfg, frozen_cfg) if cfg.captions_in_row > 1 else captions(split="train")
+    val_set = captions(split="val")
     # a caption longer than the LM's trained context is cut to fit (CaptionCollate says so once)
     collate = CaptionCollate(tokenizer.path, frozen_cfg.n_prefix,
                              max_tokens=model.lm.config.block_size - frozen_cfg.n_prefix - 1)
