@@ -96,7 +96,8 @@ def text_binding_table(lm, tokenizer, protocol):
                 rows.append(dict(row, ways=ways, inner_shots=inner, **cell))
     return {"task": "text-binding", "episodes_per_cell": protocol.episodes, "seed": protocol.seed,
             "split": protocol.split, "copy": copy_score(lm, tokenizer, protocol.episodes, protocol.seed, protocol.split),
-            "rows": rows, "forms": text_forms_table(lm, tokenizer, protocol)}
+            "rows": rows, "forms": text_forms_table(lm, tokenizer, protocol),
+            "vectors": text_vectors_table(lm, tokenizer, protocol)}
 
 
 # How a thing is written where its image will stand. The corpus writes 'a small red apple.'; a
@@ -125,6 +126,16 @@ def text_forms_table(lm, tokenizer, protocol, ways=2, inner_shots=5):
             rows.append(dict(kinds=kinds, form=form, ways=ways, inner_shots=inner_shots,
                              **score_binding(answer_text_episodes(lm, tokenizer, texts), texts)))
     return rows
+
+
+def text_vectors_table(lm, tokenizer, protocol, ways=2, inner_shots=5):
+    """The ladder's episodes (seen kinds) with each thing 'a small red <v>.', v a vector of each of
+    diagnostics.VECTOR_GEOMETRIES: how alike must two things be, and how unlike two kinds, for the
+    LM to bind a name to them?"""
+    slotted = world.episodes("binding", protocol.episodes, protocol.seed, split=protocol.split, as_slots=True,
+                             ways=ways, inner_shots=inner_shots, task_induction=True, kinds="seen")
+    return [dict(r, ways=ways, inner_shots=inner_shots)
+            for r in diagnostics.vector_binding_rows(lm, tokenizer, slotted, seed=protocol.seed)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,6 +52,11 @@ class FrozenConfig:
     # or gumbel (drawn from a softmax over the words, straight-through Gumbel-softmax; README: neither
     # found the kinds' names)
     word_choice: str = "nearest"
+    # a lever, off by default: word slots drawn (gumbel) from K vectors of the encoder's own, a
+    # codebook, instead of the LM's vocabulary. A drawn code is the same vector for every image
+    # that draws it, and the frozen LM binds names to identical vectors it has never read as
+    # tokens (README: "What the LM can match")
+    codebook: int = 0
     fixed_slots: str = ""  # slots ("0,3") that stay their prefix_words word for every image
 
     CHOICES = dict(encoder=tuple(ENCODER_PRESETS), encoder_shortcut=("avgpool", "strided"),
@@ -74,6 +79,8 @@ class FrozenConfig:
             if not all(i.isdigit() and int(i) < self.n_prefix for i in self._slot_strings(flag)):
                 raise ValueError(f"--{flag.replace('_', '-')} must be prefix slots below --n-prefix {self.n_prefix}, "
                                  f"comma-separated, got {getattr(self, flag)!r}")
+        if self.codebook and not (self.word_slots.strip() and self.word_choice == "gumbel"):
+            raise ValueError("--codebook is what --word-slots draw from: give --word-slots and --word-choice gumbel too")
         if self.fixed_slots.strip() and not self.prefix_words:
             raise ValueError("--fixed-slots keeps slots at their --prefix-words words: give --prefix-words too")
         if not (self.lm_block in ("none", "last") or self.lm_block.isdigit()):
@@ -103,7 +110,11 @@ class VisionPrefix(nn.Module):
             self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
         if self.fixed_slots:  # the words they keep, set by start_at_words
             self.register_buffer("fixed_words", torch.zeros(len(self.fixed_slots), lm_width))
-        if config.prefix_scale in ("vocab", "words") or self.word_slots:
+        self.codes = None
+        if config.codebook:  # K random vectors at the token embeddings' rms: new "words" to learn
+            rms = lm.embedding_rms().item()
+            self.codes = nn.Parameter(rms * F.rms_norm(torch.randn(config.codebook, lm_width), (lm_width,)))
+        elif config.prefix_scale in ("vocab", "words") or self.word_slots:
             # the LM's embedding table, read, not owned: a list keeps it out of this module's
             # parameters and state dict (it is the frozen LM's)
             self.words = [lm.wte]
@@ -147,14 +158,18 @@ class VisionPrefix(nn.Module):
             if self.fixed_slots:
                 self.fixed_words.copy_(words[self.fixed_slots])
 
+    def word_table(self):
+        """(V, D): what word slots choose from: the codebook, else the LM's token embeddings."""
+        return self.codes if self.codes is not None else self.words[0].weight
+
     def cosine_to_words(self, queries, scale=None):
-        """(B, n, V): each query's cosine with each token embedding (times scale), -inf for
-        excluded words. Masked after scaling: a gradient that met -inf would turn into nan."""
-        table = self.words[0].weight
+        """(B, n, V): each query's cosine with each word (times scale), -inf for excluded words.
+        Masked after scaling: a gradient that met -inf would turn into nan."""
+        table = self.word_table()
         cosine = (F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).t()).float()
         if scale is not None:
             cosine = scale * cosine
-        return cosine.masked_fill(~self.readable, float("-inf"))
+        return cosine if self.codes is not None else cosine.masked_fill(~self.readable, float("-inf"))
 
     def word_logits(self, queries):
         """(B, n, V): the cosines times the learned sharpness, as CLIP's logit scale."""
@@ -168,7 +183,7 @@ class VisionPrefix(nn.Module):
         embeddings' rms: as in PEZ (Wen et al. 2023), which finds hard text prompts by gradient
         descent on soft ones that are projected to their nearest tokens. A lever: the paper's map
         is linear."""
-        words = self.words[0].weight[self.cosine_to_words(queries).argmax(-1)]  # (B, n, D)
+        words = self.word_table()[self.cosine_to_words(queries).argmax(-1)]  # (B, n, D)
         return words + (queries - queries.detach())  # the word exactly; the query's gradient
 
     def sampled_words(self, queries):
@@ -177,7 +192,7 @@ class VisionPrefix(nn.Module):
         the backward pass that of the soft mixture (straight-through Gumbel-softmax, Jang et al.
         2017), so the gradient says which words would have served the caption better, not only how
         to move the query. At inference the most likely word: the nearest (`nearest_words`)."""
-        table = self.words[0].weight  # (V, D)
+        table = self.word_table()  # (V, D)
         # (B, n, V): a word in the forward pass, the soft mixture in the backward
         one_hot = F.gumbel_softmax(self.word_logits(queries), tau=1.0, hard=True)
         return one_hot.to(table.dtype) @ table

@@ -220,3 +220,39 @@ def test_attention_and_nearest_tables_end_to_end(tokenizer):
     text = "\n".join(lines)
     assert "Where the LM looks" in text and "Nearest token embeddings" in text
     assert text.count("| seen | visual prefixes |") == 2 and text.count("| heldout | 1 |") == 1
+
+
+@pytest.mark.parametrize("geometry", [(0.0, 1.0), (0.5, 0.8), (0.9, 0.97)])
+def test_geometry_vectors_have_the_asked_cosines_across_and_within_kinds(geometry):
+    g = torch.Generator().manual_seed(0)
+    vectors = diagnostics.geometry_vectors(["a", "b"], 4, geometry, 8192, g)  # wide: random parts ~orthogonal
+    unit = {k: torch.nn.functional.normalize(v, dim=-1) for k, v in vectors.items()}
+    within = (unit["a"] @ unit["a"].T)[~torch.eye(4, dtype=torch.bool)]
+    between = unit["a"] @ unit["b"].T
+    # each cosine's sampling error at width 8192 is about 1 / sqrt(8192) = 0.011
+    assert torch.allclose(within, torch.full_like(within, geometry[1]), atol=0.05)
+    assert torch.allclose(between, torch.full_like(between, geometry[0]), atol=0.05)
+    assert torch.allclose(vectors["a"].pow(2).mean(-1), torch.ones(4), atol=1e-4)  # unit rms
+
+
+def test_a_vector_thing_takes_the_nouns_place_between_its_words_and_the_stop(tokenizer):
+    lm = tiny_frozen(tokenizer.vocab_size).lm
+    options = dict(split="val", ways=2, inner_shots=1, task_induction=True)
+    episode = world.episodes("binding", 1, 0, as_slots=True, **options)[0]
+    text = world.episodes("binding", 1, 0, as_text=True, **options)[0]  # the same draw, in words
+    prompt = diagnostics.vector_thing_prompt(lm, tokenizer, episode, (0.0, 1.0), torch.Generator().manual_seed(0))
+    ids = [t for p in encode_pieces(text.pieces, tokenizer, image_size=None) for t in p]
+    kinds = [p.scene.objects[0].kind for p in episode.pieces if not isinstance(p, str)]  # 2 supports, the query
+    nouns = sum(len(tokenizer.encode(" " + kind)) for kind in kinds)
+    # one vector where each noun's tokens were; the text before the first thing is the text's own
+    assert len(prompt) == len(ids) - nouns + len(kinds)
+    assert torch.equal(prompt[:3], lm.embed(torch.tensor(ids[:3])))
+    vectors = [i for i, row in enumerate(prompt) if not (row == lm.wte.weight).all(-1).any()]
+    assert len(vectors) == 3
+    # within = 1: the query's vector is its kind's support's exactly, and not the other kind's
+    same = kinds.index(kinds[2])
+    assert torch.equal(prompt[vectors[same]], prompt[vectors[2]])
+    assert not torch.equal(prompt[vectors[1 - same]], prompt[vectors[2]])
+    # each followed by the full stop, at the token embeddings' rms
+    assert all(torch.equal(prompt[i + 1], lm.embed(torch.tensor(tokenizer.encode(".")))[0]) for i in vectors)
+    assert torch.allclose(prompt[vectors].pow(2).mean(-1).sqrt(), lm.embedding_rms().expand(3), rtol=1e-4)

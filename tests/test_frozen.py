@@ -372,6 +372,33 @@ def test_gumbel_word_slots_draw_a_word_in_training_and_take_the_nearest_at_infer
         FrozenConfig(word_choice="softest")
 
 
+def test_codebook_word_slots_draw_one_of_the_encoders_own_vectors_and_train_them():
+    lm = tiny_frozen().lm
+    config = FrozenConfig(encoder="tiny", n_prefix=4, image_size=32, prefix_scale="token", word_slots="2",
+                          word_choice="gumbel", codebook=8)
+    model = Frozen(lm, config)
+    codes = model.vision.codes
+    assert codes.shape == (8, 32) and "vision.codes" in model.trainable_state_dict()
+    # the codes start as random vectors at the token embeddings' rms
+    assert torch.allclose(codes.pow(2).mean(-1).sqrt(), lm.embedding_rms().expand(8), rtol=1e-4)
+    images = torch.randn(16, 3, 32, 32)
+    model.train()
+    prefix = model.vision(images)
+    distance = (prefix[:, 2, None, :] - codes[None]).abs().sum(-1)  # (16, 8)
+    assert torch.equal(distance.min(-1).values, torch.zeros(16))  # each image's slot is exactly a code
+    (prefix * torch.randn_like(prefix)).sum().backward()
+    # the drawn codes, the map (through the soft mixture) and the sharpness all learn
+    assert codes.grad.abs().sum() > 0 and model.vision.proj.weight.grad.abs().sum() > 0
+    assert model.vision.sharpness.grad.isfinite()
+    model.eval()
+    slot = model.vision(images)[:, 2]
+    assert torch.equal(slot, codes[model.vision.cosine_to_words(slot[:, None]).argmax(-1)[:, 0]].detach())
+    with pytest.raises(ValueError, match="--codebook is what --word-slots draw from"):
+        FrozenConfig(n_prefix=4, codebook=8)
+    with pytest.raises(ValueError, match="--codebook"):
+        FrozenConfig(n_prefix=4, codebook=8, word_slots="2")  # nearest: the codes would get no gradient
+
+
 def test_fixed_slots_stay_their_words_for_every_image_and_take_no_gradient():
     lm = tiny_frozen().lm
     config = FrozenConfig(encoder="tiny", n_prefix=4, image_size=32, prefix_scale="token", prefix_words="a big thing.",
