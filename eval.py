@@ -407,10 +407,14 @@ def prefix_separation(subject, protocol, kinds, label):
         prefixes = torch.cat([subject.model.vision(x[i: i + 256]) for i in range(0, len(x), 256)])
     p = torch.nn.functional.normalize(prefixes.float().flatten(1), dim=1).view(n, 3, -1)  # (n, 3, n_prefix*D)
     within, across = (p[:, 0] * p[:, 1]).sum(-1), (p[:, 0] * p[:, 2]).sum(-1)  # (n,), (n,)
+    # slot by slot: the LM matches a noun, one position, not the whole description (diagnostics.py)
+    slots = torch.nn.functional.normalize(prefixes.float(), dim=-1).view(n, 3, prefixes.size(1), -1)
+    slot_within, slot_across = (slots[:, 0] * slots[:, 1]).sum(-1), (slots[:, 0] * slots[:, 2]).sum(-1)  # (n, n_prefix)
     shown = [world.Episode([im], "", "caption") for im in images[0::3] + images[2::3]]
     captions = generate_answers(subject, shown, max_new_tokens=32)
     differ = [normalize_answer(ca) != normalize_answer(cb) for ca, cb in zip(captions[:n], captions[n:])]
     return dict(kinds=label, n=n, within=within.mean().item(), across=across.mean().item(),
+                slot_within=slot_within.mean(0).tolist(), slot_across=slot_across.mean(0).tolist(),
                 nearer=summarize((within > across).tolist()), captions_differ=summarize(differ),
                 examples=[[sa.objects[0].kind, ca, sb.objects[0].kind, cb] for sa, sb, ca, cb
                           in zip(scenes[0::3][:3], scenes[2::3][:3], captions[:3], captions[n: n + 3])])

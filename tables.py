@@ -112,10 +112,12 @@ def print_separation(rows, out):
     out("Prefix separation: for triplets (a, a', b), a and a' of one kind and b of another, the "
         "visual prefixes' cosine within and across kinds; how often a is nearer a' than b (0.5 at "
         "random, 0 when every kind collapses onto one prefix); how often the captions of a and b differ.\n")
-    header(out, "kinds", "triplets", "cos within", "cos across", "a nearer a'", "captions differ")
+    header(out, "kinds", "triplets", "cos within", "cos across", "a nearer a'", "captions differ",
+           "cos within / across, slot by slot")
     for r in rows:
+        slots = ", ".join(f"{w:.2f} / {a:.2f}" for w, a in zip(r["slot_within"], r["slot_across"]))
         out(f"| {r['kinds']} | {r['n']} | {r['within']:.3f} | {r['across']:.3f} | {fmt(r['nearer'])} | "
-            f"{fmt(r['captions_differ'])} |")
+            f"{fmt(r['captions_differ'])} | {slots} |")
     out()
 
 

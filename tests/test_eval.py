@@ -188,9 +188,12 @@ def test_a_blind_subject_sees_only_black_images(prefix_ckpt):
     assert eval.generate_answers(subject, episodes) == eval.generate_answers(subject, swapped)
     (blind,) = eval.separation_table(subject, eval.Protocol(8, 0), full=False)
     assert blind["within"] == pytest.approx(1.0) and blind["across"] == pytest.approx(1.0)
+    n = subject.model.config.n_prefix
+    assert blind["slot_within"] == pytest.approx([1.0] * n) and blind["slot_across"] == pytest.approx([1.0] * n)
     subject.blind = False
     (seeing,) = eval.separation_table(subject, eval.Protocol(8, 0), full=False)
     assert seeing["across"] < 1 - 1e-4 and seeing["within"] < 1 - 1e-4
+    assert len(seeing["slot_across"]) == n and max(seeing["slot_across"]) < 1 - 1e-4
 
 
 def test_too_long_prompts_and_bad_tasks_fail_clearly(prefix_ckpt, capsys):
