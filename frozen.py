@@ -57,6 +57,11 @@ class FrozenConfig:
     # that draws it, and the frozen LM binds names to identical vectors it has never read as
     # tokens (README: "What the LM can match")
     codebook: int = 0
+    # a lever, off by default: the prefix's last three slots written ' a <w>.', w the image's own
+    # "visual word": its features, centred, through a fixed random map, at a token's rms. Images
+    # unlike each other get words unlike each other, as distinct nouns are (README: "What the LM
+    # can match"); the learned slots before it are the paper's prefix
+    visual_word: bool = False
     fixed_slots: str = ""  # slots ("0,3") that stay their prefix_words word for every image
 
     CHOICES = dict(encoder=tuple(ENCODER_PRESETS), encoder_shortcut=("avgpool", "strided"),
@@ -81,6 +86,9 @@ class FrozenConfig:
                                  f"comma-separated, got {getattr(self, flag)!r}")
         if self.codebook and not (self.word_slots.strip() and self.word_choice == "gumbel"):
             raise ValueError("--codebook is what --word-slots draw from: give --word-slots and --word-choice gumbel too")
+        if self.visual_word and (self.n_prefix < 4 or self.prefix_words or self.word_slots.strip()):
+            raise ValueError("--visual-word takes the last 3 of the --n-prefix slots: give --n-prefix 4 or more, "
+                             "and not --prefix-words or --word-slots")
         if self.fixed_slots.strip() and not self.prefix_words:
             raise ValueError("--fixed-slots keeps slots at their --prefix-words words: give --prefix-words too")
         if not (self.lm_block in ("none", "last") or self.lm_block.isdigit()):
@@ -92,9 +100,11 @@ class VisionPrefix(nn.Module):
 
     def __init__(self, config, lm_width, lm=None):
         super().__init__()
-        self.n_prefix, self.lm_width = config.n_prefix, lm_width
+        self.visual_word = config.visual_word
+        self.n_prefix, self.lm_width = config.n_prefix - (3 if self.visual_word else 0), lm_width  # learned slots
         self.features = VisualFeatures(config, lm)
-        self.proj = nn.Linear(self.features.num_features, config.n_prefix * lm_width)
+        E = self.features.num_features
+        self.proj = nn.Linear(E, self.n_prefix * lm_width)
         # Start the prefix at the scale of the LM's token embeddings (std 0.02, gpt.py), so the
         # frozen LM first reads it as an ordinary, if meaningless, word.
         nn.init.normal_(self.proj.weight, std=0.02 / self.features.num_features ** 0.5)
@@ -107,7 +117,7 @@ class VisionPrefix(nn.Module):
         self.centred = config.prefix_scale == "centred"
         self.sampled = config.word_choice == "gumbel" and bool(self.word_slots)  # drawn word slots, centred
         if self.centred or self.sampled:  # as BatchNorm's mean: the batch's in training, a running one at inference
-            self.register_buffer("slot_mean", torch.zeros(config.n_prefix, lm_width))
+            self.register_buffer("slot_mean", torch.zeros(self.n_prefix, lm_width))
         if self.fixed_slots:  # the words they keep, set by start_at_words
             self.register_buffer("fixed_words", torch.zeros(len(self.fixed_slots), lm_width))
         self.codes = None
@@ -121,6 +131,11 @@ class VisionPrefix(nn.Module):
             self.register_buffer("readable", torch.ones(lm.config.vocab_size, dtype=torch.bool))
         if config.prefix_scale == "vocab" or self.sampled:
             self.sharpness = nn.Parameter(torch.tensor(math.log(10.0)))  # a cosine of 1 -> logit 10
+        if self.visual_word:  # the map is fixed (a buffer), the features it reads are trained
+            self.token_rms = self.token_rms or lm.embedding_rms().item()
+            self.register_buffer("word_map", torch.randn(E, lm_width, generator=torch.Generator().manual_seed(0)))
+            self.register_buffer("feature_mean", torch.zeros(E))
+            self.register_buffer("frame", torch.zeros(2, lm_width))  # ' a' and '.', set by frame_visual_word
 
     def forward(self, images):
         features = self.features(images)  # (B, E)
@@ -143,7 +158,27 @@ class VisionPrefix(nn.Module):
         if self.fixed_slots:
             prefix = prefix.clone()
             prefix[:, self.fixed_slots] = self.fixed_words.to(prefix.dtype)
+        if self.visual_word:
+            prefix = torch.cat([prefix, self.framed_visual_word(features).to(prefix.dtype)], dim=1)
         return prefix
+
+    def framed_visual_word(self, features):
+        """(B, 3, D): ' a', the image's visual word, '.'. The LM binds a name to a description
+        'a small red <v>.' for any vector v, if the things of other kinds have vectors unlike it
+        (cosine near 0) and things of its kind vectors like it (README: binding falls to chance as
+        all things share a part, as the learned slots' prefixes do). So w is the image's features
+        less their mean over images (BatchNorm's running mean), through a fixed random map (random
+        directions are near orthogonal: the part every image shares is gone, what sets images
+        apart stays), at a token's rms. The caption loss trains the features it reads."""
+        centred = features - self.mean_over_images(features, self.feature_mean)
+        word = self.token_rms * F.rms_norm(centred @ self.word_map.to(centred.dtype), (self.lm_width,))
+        a, stop = self.frame.to(word.dtype).unbind(0)
+        return torch.stack([a.expand_as(word), word, stop.expand_as(word)], dim=1)
+
+    def frame_visual_word(self, a_id, stop_id, table):
+        """The visual word's frame: the token embeddings of ' a' and '.' (train.py sets them)."""
+        with torch.no_grad():
+            self.frame.copy_(table[[a_id, stop_id]])
 
     def start_at_words(self, ids, table):
         """Start the prefix at real words, whatever the image, as prompt tuning starts its soft
@@ -211,14 +246,16 @@ class VisionPrefix(nn.Module):
         """Words no prefix may use: end-of-text would end the document, padding is never read."""
         self.readable[list(ids)] = False
 
-    def mean_over_images(self, prefix, momentum=0.1):
-        """Each slot's mean (n, D): of this batch in training (and folded into the running mean),
-        the running mean at inference, so that one image is centred as a batch of them was."""
+    def mean_over_images(self, x, running=None, momentum=0.1):
+        """The mean over images of x (B, ...): this batch's in training (and folded into the running
+        mean, the slots' unless another buffer is given), the running mean at inference, so that one
+        image is centred as a batch of them was."""
+        running = self.slot_mean if running is None else running
         if not self.training:
-            return self.slot_mean
-        mean = prefix.mean(0)
+            return running
+        mean = x.mean(0)
         with torch.no_grad():
-            self.slot_mean.lerp_(mean.float(), momentum)
+            running.lerp_(mean.float(), momentum)
         return mean
 
 

@@ -341,6 +341,9 @@ def build_frozen(cfg, frozen_cfg, device):
             raise InputError(f"--prefix-words {frozen_cfg.prefix_words!r} is {len(ids)} token(s), fewer than "
                              f"--n-prefix {frozen_cfg.n_prefix}")
         model.vision.start_at_words(ids, lm.wte.weight)
+    if frozen_cfg.visual_word:
+        (a_id,), (stop_id,) = tokenizer.encode(" a"), tokenizer.encode(".")
+        model.vision.frame_visual_word(a_id, stop_id, lm.wte.weight)
     if model.vision.words is not None:  # --prefix-scale vocab or words: only words the LM has read
         model.vision.exclude_words([tokenizer.eot_id, tokenizer.pad_id, *range(tokenizer.vocab_size, lm.config.vocab_size)])
     return model, tokenizer, lm_path, lm_lr

@@ -399,6 +399,38 @@ def test_codebook_word_slots_draw_one_of_the_encoders_own_vectors_and_train_them
         FrozenConfig(n_prefix=4, codebook=8, word_slots="2")  # nearest: the codes would get no gradient
 
 
+def test_the_visual_word_is_framed_centred_at_token_rms_and_trains_the_features():
+    lm = tiny_frozen().lm
+    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=6, image_size=32, prefix_scale="token",
+                                    visual_word=True))
+    model.vision.frame_visual_word(3, 9, lm.wte.weight)
+    assert model.vision.proj.out_features == 3 * 32  # the learned slots: n_prefix - 3
+    assert "vision.word_map" in model.trainable_state_dict() and not model.vision.word_map.requires_grad
+    images = torch.randn(8, 3, 32, 32)
+    model.train()
+    prefix = model.vision(images)
+    assert prefix.shape == (8, 6, 32)
+    assert torch.equal(prefix[:, 3], lm.wte.weight[3].expand(8, -1))  # ' a'
+    assert torch.equal(prefix[:, 5], lm.wte.weight[9].expand(8, -1))  # '.'
+    words = prefix[:, 4]
+    assert torch.allclose(words.pow(2).mean(-1).sqrt(), lm.embedding_rms().expand(8), rtol=1e-4)
+    # centred on the batch: the words, mapped back, sum to zero (the map is a fixed linear one)
+    features = model.vision.features(images)
+    centred = features - features.mean(0)
+    assert torch.allclose(words, F.rms_norm(centred @ model.vision.word_map, (32,)) * lm.embedding_rms(), atol=1e-6)
+    (words * torch.randn_like(words)).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.vision.features.parameters())  # they learn through it
+    # at inference, the running mean: one image gets the word it would get in a batch like the training ones
+    model.eval()
+    alone = model.vision(images[:1])[:, 4]
+    expected = F.rms_norm((model.vision.features(images[:1]) - model.vision.feature_mean) @ model.vision.word_map,
+                          (32,)) * lm.embedding_rms()
+    assert torch.allclose(alone, expected, atol=1e-6)
+    for bad in (dict(n_prefix=3), dict(n_prefix=4, prefix_words="a big thing.")):
+        with pytest.raises(ValueError, match="--visual-word"):
+            FrozenConfig(visual_word=True, **bad)
+
+
 def test_fixed_slots_stay_their_words_for_every_image_and_take_no_gradient():
     lm = tiny_frozen().lm
     config = FrozenConfig(encoder="tiny", n_prefix=4, image_size=32, prefix_scale="token", prefix_words="a big thing.",
