@@ -703,7 +703,7 @@ def main(argv=None):
         command = "python eval.py " + " ".join(shlex.quote(a) for a in argv)
         if tasks == TEXT_TASKS:
             lm, tokenizer = load_for_text(parse_model_spec(args.ckpt[0])[1], args.device)
-            result = text_binding_table(lm, tokenizer, protocol)
+            result = dict(command=command, **text_binding_table(lm, tokenizer, protocol))
             print_text_binding(result, out)
         else:
             with torch.no_grad():

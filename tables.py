@@ -20,6 +20,8 @@ def header(out, *columns):
 
 
 def print_text_binding(result, out=print):
+    if "command" in result:
+        out(f"Re-make: `{result['command']}`\n")
     out(f"Text binding: {result['split']} episodes, {result['episodes_per_cell']} a cell, seed {result['seed']}, "
         f"greedy, exact match; [.] is the 95% Wilson interval. Copy score {result['copy']:.2f}. Names: "
         f"nonsense (NONSENSE_NAMES) or heldback (HELD_BACK_NAMES, never tuned on); sentences: paper ('This is "
