@@ -60,7 +60,7 @@ class FrozenConfig:
     # a lever, off by default: the prefix's last three slots written ' a <w>.', w the image's own
     # "visual word": its features, centred, through a fixed random map, at a token's rms. Images
     # unlike each other get words unlike each other, as distinct nouns are (README: "What the LM
-    # can match"); the learned slots before it are the paper's prefix
+    # can match"); the learned slots before it are the paper's prefix, and train the features
     visual_word: bool = False
     fixed_slots: str = ""  # slots ("0,3") that stay their prefix_words word for every image
 
@@ -169,7 +169,10 @@ class VisionPrefix(nn.Module):
         all things share a part, as the learned slots' prefixes do). So w is the image's features
         less their mean over images (BatchNorm's running mean), through a fixed random map (random
         directions are near orthogonal: the part every image shares is gone, what sets images
-        apart stays), at a token's rms. The caption loss trains the features it reads."""
+        apart stays), at a token's rms. The features it reads are trained by the learned slots
+        alone: with the caption loss's gradient through the word too, the words of different kinds
+        grew alike (README, the visual word's row)."""
+        features = features.detach()
         centred = features - self.mean_over_images(features, self.feature_mean)
         word = self.token_rms * F.rms_norm(centred @ self.word_map.to(centred.dtype), (self.lm_width,))
         a, stop = self.frame.to(word.dtype).unbind(0)

@@ -399,7 +399,7 @@ def test_codebook_word_slots_draw_one_of_the_encoders_own_vectors_and_train_them
         FrozenConfig(n_prefix=4, codebook=8, word_slots="2")  # nearest: the codes would get no gradient
 
 
-def test_the_visual_word_is_framed_centred_at_token_rms_and_trains_the_features():
+def test_the_visual_word_is_framed_centred_at_token_rms_and_not_trained():
     lm = tiny_frozen().lm
     model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=6, image_size=32, prefix_scale="token",
                                     visual_word=True))
@@ -418,8 +418,7 @@ def test_the_visual_word_is_framed_centred_at_token_rms_and_trains_the_features(
     features = model.vision.features(images)
     centred = features - features.mean(0)
     assert torch.allclose(words, F.rms_norm(centred @ model.vision.word_map, (32,)) * lm.embedding_rms(), atol=1e-6)
-    (words * torch.randn_like(words)).sum().backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.vision.features.parameters())  # they learn through it
+    assert not words.requires_grad  # a fixed read-out: the features learn through the learned slots alone
     # at inference, the running mean: one image gets the word it would get in a batch like the training ones
     model.eval()
     alone = model.vision(images[:1])[:, 4]
