@@ -58,7 +58,7 @@ import diagnostics
 import world
 from checkpoint import checkpoint_kind, load_for_text, load_frozen
 from data import InputError, black_images, encode_pieces, image_to_tensor
-from frozen import caption_targets
+from frozen import caption_targets, framed_word, visual_word_map
 from plots import plot_log, plot_results
 from scoring import (answer_text, answer_text_episodes, binding_cell, copy_score, exact_match, normalize_answer,
                      score_binding, seed_interval, stop_ids, summarize)
@@ -506,11 +506,45 @@ def nearest_table(subject, protocol, per_kind=4, k=5):
     return rows
 
 
+def visual_word_table(subject, protocol, ways=2, inner_shots=5, n_mean=512):
+    """The ladder's prefix rung, and the same episodes with each image's prefix followed by a
+    visual word the model was not trained with (frozen.framed_word: ' a <w>.', w the image's
+    features less their mean over n_mean training scenes, through the fixed random map). A probe:
+    only inference changes. Would a part that sets images apart, as distinct words are apart
+    (README, "What the LM can match"), let the LM bind?"""
+    vision, lm, tok = subject.model.vision, subject.model.lm, subject.tokenizer
+    if vision.visual_word:
+        raise InputError(f"{subject.ckpt}: --task visual-word adds a visual word to a model without one "
+                         f"(this one was trained with --visual-word)")
+    scenes = world.World(protocol.seed, subject.image_size, "train", length=n_mean)
+    x = torch.stack([image_to_tensor(scenes[i][0], subject.image_size) for i in range(n_mean)]).to(subject.device)
+    with subject.autocast():
+        mean = vision.features(x).float().mean(0)
+    word_map = visual_word_map(vision.features.num_features, lm.config.n_embd).to(subject.device)
+    frame = lm.embed(torch.tensor([tok.encode(" a")[0], tok.encode(".")[0]], device=subject.device))
+    plain = vision.forward
+
+    def with_word(images):
+        return torch.cat([plain(images), framed_word(vision.features(images), mean, word_map, frame,
+                                                     lm.embedding_rms())], dim=1)
+
+    rows = []
+    for kinds, images, _ in ladder_episodes(subject, protocol, ways, inner_shots):
+        rungs = {"visual prefixes": score_binding(generate_answers(subject, images), images)}
+        vision.forward = with_word
+        try:
+            rungs["visual prefixes and a visual word"] = score_binding(generate_answers(subject, images), images)
+        finally:
+            del vision.forward  # the class's forward again
+        rows.append(dict(kinds=kinds, ways=ways, inner_shots=inner_shots, **rungs))
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # every table of a model; seeds; the comparison across models
 
 IMAGE_TASKS = ("caption", "vqa", "okvqa", "binding", "fast_vqa", "separation", "ladder")
-DIAGNOSTIC_TASKS = ("attention", "nearest")  # only when --task names them
+DIAGNOSTIC_TASKS = ("attention", "nearest", "visual-word")  # only when --task names them
 
 
 def run_tasks(subject, protocol, tasks, full=True):
@@ -537,6 +571,8 @@ def run_tasks(subject, protocol, tasks, full=True):
             results[task] = attention_table(subject, protocol)
         elif task == "nearest" and full:
             results[task] = nearest_table(subject, protocol)
+        elif task == "visual-word" and full:
+            results[task] = visual_word_table(subject, protocol)
         elif task in ("ladder",) + DIAGNOSTIC_TASKS:
             continue  # a diagnostic: not in the comparison
         else:

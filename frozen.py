@@ -133,7 +133,7 @@ class VisionPrefix(nn.Module):
             self.sharpness = nn.Parameter(torch.tensor(math.log(10.0)))  # a cosine of 1 -> logit 10
         if self.visual_word:  # the map is fixed (a buffer), the features it reads are trained
             self.token_rms = self.token_rms or lm.embedding_rms().item()
-            self.register_buffer("word_map", torch.randn(E, lm_width, generator=torch.Generator().manual_seed(0)))
+            self.register_buffer("word_map", visual_word_map(E, lm_width))
             self.register_buffer("feature_mean", torch.zeros(E))
             self.register_buffer("frame", torch.zeros(2, lm_width))  # ' a' and '.', set by frame_visual_word
 
@@ -163,20 +163,12 @@ class VisionPrefix(nn.Module):
         return prefix
 
     def framed_visual_word(self, features):
-        """(B, 3, D): ' a', the image's visual word, '.'. The LM binds a name to a description
-        'a small red <v>.' for any vector v, if the things of other kinds have vectors unlike it
-        (cosine near 0) and things of its kind vectors like it (README: binding falls to chance as
-        all things share a part, as the learned slots' prefixes do). So w is the image's features
-        less their mean over images (BatchNorm's running mean), through a fixed random map (random
-        directions are near orthogonal: the part every image shares is gone, what sets images
-        apart stays), at a token's rms. The features it reads are trained by the learned slots
-        alone: with the caption loss's gradient through the word too, the words of different kinds
-        grew alike (README, the visual word's row)."""
+        """(B, 3, D): ' a', the image's visual word, '.' (`framed_word`). The features it reads are
+        trained by the learned slots alone: with the caption loss's gradient through the word too,
+        the words of different kinds grew alike (README, the visual word's rows)."""
         features = features.detach()
-        centred = features - self.mean_over_images(features, self.feature_mean)
-        word = self.token_rms * F.rms_norm(centred @ self.word_map.to(centred.dtype), (self.lm_width,))
-        a, stop = self.frame.to(word.dtype).unbind(0)
-        return torch.stack([a.expand_as(word), word, stop.expand_as(word)], dim=1)
+        mean = self.mean_over_images(features, self.feature_mean)
+        return framed_word(features, mean, self.word_map, self.frame, self.token_rms)
 
     def frame_visual_word(self, a_id, stop_id, table):
         """The visual word's frame: the token embeddings of ' a' and '.' (train.py sets them)."""
@@ -326,6 +318,25 @@ class Frozen(nn.Module):
         cache; returns each prompt's new token ids. Decoding options are GPT.generate's."""
         embeds, mask = left_pad(self.embed_sequences(prompts))
         return self.lm.generate(embeds=embeds, prompt_mask=mask, **decoding)
+
+
+def visual_word_map(num_features, width):
+    """The fixed random map (E, D) from features to visual words, the same for every model."""
+    return torch.randn(num_features, width, generator=torch.Generator().manual_seed(0))
+
+
+def framed_word(features, mean, word_map, frame, token_rms):
+    """(B, 3, D): ' a', the visual word w, '.', for features (B, E). The LM binds a name to a
+    description 'a small red <v>.' for any vector v, if the things of other kinds have vectors
+    unlike it (cosine near 0) and things of its kind vectors like it (README, "What the LM can
+    match": binding falls to chance as all things share a part, as the learned slots' prefixes do).
+    So w is the image's features less their mean over images, through a fixed random map (random
+    directions are near orthogonal: the part every image shares is gone, what sets images apart
+    stays), at a token's rms. frame (2, D): the embeddings of ' a' and '.'."""
+    centred = features - mean
+    word = token_rms * F.rms_norm(centred @ word_map.to(centred.dtype), (word_map.size(1),))
+    a, stop = frame.to(word.dtype).unbind(0)
+    return torch.stack([a.expand_as(word), word, stop.expand_as(word)], dim=1)
 
 
 def is_image(piece):

@@ -123,6 +123,18 @@ def print_separation(rows, out):
     out()
 
 
+def print_visual_word(rows, out):
+    out("A visual word added at inference only (a probe): the ladder's episodes through the visual prefixes, "
+        "and with each prefix followed by ' a <w>.', w the image's centred features through a fixed random map "
+        "(frozen.framed_word; the model was trained without it).\n")
+    header(out, "kinds", "ways", "inner shots", "visual prefixes", "and a visual word", "answer is a support name")
+    for r in rows:
+        plain, word = r["visual prefixes"], r["visual prefixes and a visual word"]
+        out(f"| {KINDS_LABEL[r['kinds']]} | {r['ways']} | {r['inner_shots']} | {fmt(plain)} | {fmt(word)} | "
+            f"{plain['some_name']:.2f} -> {word['some_name']:.2f} |")
+    out()
+
+
 def print_ladder(rows, out):
     out("The ladder: the same binding episodes (2-way, task induction, 5 inner shots) with each image "
         "replaced by its reference description as text (the text upper bound), by the model's own "
@@ -191,6 +203,8 @@ def print_model_tables(name, entry, out=print):
         print_attention(results["attention"], out)
     if "nearest" in results:
         print_nearest(results["nearest"], out)
+    if "visual-word" in results:
+        print_visual_word(results["visual-word"], out)
 
 
 def print_comparison(result, cells, out=print):

@@ -256,3 +256,21 @@ def test_a_vector_thing_takes_the_nouns_place_between_its_words_and_the_stop(tok
     # each followed by the full stop, at the token embeddings' rms
     assert all(torch.equal(prompt[i + 1], lm.embed(torch.tensor(tokenizer.encode(".")))[0]) for i in vectors)
     assert torch.allclose(prompt[vectors].pow(2).mean(-1).sqrt(), lm.embedding_rms().expand(3), rtol=1e-4)
+
+
+def test_the_visual_word_probe_adds_three_positions_at_inference_only(tokenizer):
+    """--task visual-word on a random-init Frozen: both rungs scored, every image's prefix three
+    positions longer while the probe runs (' a', its word, '.'), and the model as it was after."""
+    model = tiny_frozen(tokenizer.vocab_size)
+    subject = eval.Subject("tiny", model, tokenizer)
+    lengths = []
+    model.vision.register_forward_hook(lambda module, args, out: lengths.append(out.shape[1]))
+    with torch.no_grad():
+        rows = eval.visual_word_table(subject, eval.Protocol(episodes=2, split="val"), n_mean=8)
+    assert [r["kinds"] for r in rows] == ["seen", "heldout"]
+    assert all(r[rung]["n"] == 2 for r in rows for rung in ("visual prefixes", "visual prefixes and a visual word"))
+    assert set(lengths) == {2, 5}  # n = 2 learned slots, + 3 with the word
+    assert "forward" not in vars(model.vision)  # the class's forward again
+    lines = []
+    tables.print_visual_word(rows, lambda line="": lines.append(line))
+    assert sum(line.startswith("| ") for line in lines) == 3  # the header (its rule with it), seen, held-out
