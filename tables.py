@@ -123,6 +123,12 @@ def print_separation(rows, out):
     out()
 
 
+def fmt_seeds(cell):
+    """fmt, then each training seed's accuracy where the cell merges several."""
+    seeds = cell.get("per_seed")
+    return fmt(cell) + (f" ({', '.join(f'{a:.2f}' for a in seeds)})" if seeds else "")
+
+
 def print_visual_word(rows, out):
     out("A visual word added at inference only (a probe): the ladder's episodes through the visual prefixes, "
         "and with each prefix followed by ' a <w>.', w the image's centred features through a fixed random map "
@@ -130,7 +136,7 @@ def print_visual_word(rows, out):
     header(out, "kinds", "ways", "inner shots", "visual prefixes", "and a visual word", "answer is a support name")
     for r in rows:
         plain, word = r["visual prefixes"], r["visual prefixes and a visual word"]
-        out(f"| {KINDS_LABEL[r['kinds']]} | {r['ways']} | {r['inner_shots']} | {fmt(plain)} | {fmt(word)} | "
+        out(f"| {KINDS_LABEL[r['kinds']]} | {r['ways']} | {r['inner_shots']} | {fmt_seeds(plain)} | {fmt_seeds(word)} | "
             f"{plain['some_name']:.2f} -> {word['some_name']:.2f} |")
     out()
 
