@@ -69,6 +69,13 @@ class LMConfig(RunConfig):
     # binding passages whose things drop their article or full stop (world/text.py: passage_binding_shapes)
     shape_things: float = 0.0
     vector_hardness: float = 1.0  # scales the kinds' overlap and the examples' noise (vector_things.py)
+    # unframed: a vector thing is n_vectors vectors; noun: 'a small red <v>.', one vector, most of it
+    # shared by the passage's things (README, "What the LM can match")
+    vector_form: str = "unframed"
+
+    def __post_init__(self):
+        if self.vector_form not in ("unframed", "noun"):
+            raise ValueError(f"--vector-form must be unframed or noun, got {self.vector_form!r}")
 
 
 @dataclass
@@ -226,7 +233,7 @@ def evaluate_lm(model, tokenizer, val_text, cfg, rt):
     if cfg.icl_episodes and cfg.vector_things:
         for ways in (2, 5):
             cell = vector_binding_score(model, tokenizer, cfg.icl_episodes, cfg.n_vectors, ways=ways, inner_shots=1,
-                                        hardness=cfg.vector_hardness)
+                                        hardness=cfg.vector_hardness, form=cfg.vector_form)
             metrics[f"vec{ways}"] = cell["acc"]
     model.train()
     return metrics
@@ -271,7 +278,7 @@ def train_lm(cfg, model_cfg):
     things, n_things = None, 0
     if cfg.vector_things:
         things = VectorThings(tokenizer, model_cfg.block_size, cfg.n_vectors, model_cfg.n_embd, cfg.seed,
-                              hardness=cfg.vector_hardness)
+                              hardness=cfg.vector_hardness, form=cfg.vector_form)
         n_things = round(cfg.vector_things * cfg.batch_size)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * rt.world_size * model_cfg.block_size
     step_log = StepLog(log, start_step, tokens_per_step, "tok/s")

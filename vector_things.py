@@ -27,6 +27,7 @@ import torch
 
 import world
 from checkpoint import load_lm
+from diagnostics import geometry_vectors
 from data import InputError, row_seed
 from gpt import left_pad
 from scoring import answer_text, score_binding, stop_ids
@@ -56,22 +57,54 @@ def thing_vectors(slots, n, width, gen, hardness=1.0):
     return out
 
 
-def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0):
-    """Pieces (strings and Slots) -> ids (L,), pad_id at each slot's n positions; vectors
-    (L, width), each slot's thing_vectors there and zeros on text; is_slot (L,). Text after
-    anything gets a leading space, as data.encode_pieces joins pieces."""
-    things = iter(thing_vectors([p for p in pieces if isinstance(p, Slot)], n, width, gen, hardness))
+def noun_vectors(slots, width, gen, hardness=1.0):
+    """One vector (1, width) for each Slot, in order, for the form 'a small red <v>.': drawn as
+    README's geometry table draws them (diagnostics.geometry_vectors), with a part shared by the
+    passage's kinds of cosine `between`, drawn per passage in [0, 0.95) (times hardness), and
+    copies of a kind alike at `within`, halfway or more from between to 1: so the LM meets things
+    that share most of their vector, as visual prefixes do, and must match on what differs."""
+    between = hardness * 0.95 * torch.rand((), generator=gen).item()
+    within = between + (1 - between) * (0.5 + 0.5 * torch.rand((), generator=gen).item())
+    kinds = [slot.scene.objects[0].kind for slot in slots]
+    vectors = geometry_vectors(sorted(set(kinds)), len(slots), (between, within), width, gen)
+    used = dict.fromkeys(vectors, 0)
+    out = []
+    for kind in kinds:
+        out.append(vectors[kind][used[kind]][None])
+        used[kind] += 1
+    return out
+
+
+def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unframed"):
+    """Pieces (strings and Slots) -> ids (L,), pad_id at each slot's vector positions; vectors
+    (L, width), the slot's vectors there and zeros on text; is_slot (L,). Text after anything gets
+    a leading space, as data.encode_pieces joins pieces. form: unframed, a thing is its n
+    thing_vectors; noun, its words 'a small red', one noun_vectors vector, '.'."""
+    slots = [p for p in pieces if isinstance(p, Slot)]
+    things = iter(noun_vectors(slots, width, gen, hardness) if form == "noun" else
+                  thing_vectors(slots, n, width, gen, hardness))
     ids, vectors, is_slot = [], [], []
+
+    def text(words):
+        tokens = tokenizer.encode(words)
+        ids.extend(tokens)
+        vectors.append(torch.zeros(len(tokens), width))
+        is_slot.extend([False] * len(tokens))
+
     for i, piece in enumerate(pieces):
-        if isinstance(piece, Slot):
-            ids += [tokenizer.pad_id] * n
-            vectors.append(next(things))
-            is_slot += [True] * n
-        else:
-            text = tokenizer.encode((" " if i > 0 else "") + piece)
-            ids += text
-            vectors.append(torch.zeros(len(text), width))
-            is_slot += [False] * len(text)
+        lead = " " if i > 0 else ""
+        if not isinstance(piece, Slot):
+            text(lead + piece)
+            continue
+        if form == "noun":
+            obj = piece.scene.objects[0]
+            text(lead + world.noun_phrase(obj.kind, obj.colour, obj.size).rsplit(" ", 1)[0])  # 'a small red'
+        thing = next(things)
+        ids.extend([tokenizer.pad_id] * len(thing))
+        vectors.append(thing)
+        is_slot.extend([True] * len(thing))
+        if form == "noun":
+            text(".")
     return torch.tensor(ids), torch.cat(vectors), torch.tensor(is_slot)
 
 
@@ -79,9 +112,9 @@ class VectorThings:
     """Stage-lm rows of binding passages with vector things. Row r of batch k is packed from its
     own passages (seeded by seed, split, k, r), end-of-text between them, like data.WorldText."""
 
-    def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train", hardness=1.0):
+    def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train", hardness=1.0, form="unframed"):
         self.tokenizer, self.block_size, self.n, self.width = tokenizer, block_size, n_vectors, width
-        self.hardness = hardness
+        self.hardness, self.form = hardness, form
         self.seed = seed if split == "train" else seed + 1_000_003
 
     def row(self, k, r):
@@ -92,7 +125,7 @@ class VectorThings:
         parts, length = [], 0
         while length < self.block_size + 1:
             parts += [passage_tensors(passage_binding_slots(rng), self.tokenizer, self.n, self.width, gen,
-                                      self.hardness),
+                                      self.hardness, self.form),
                       end_of_text]
             length += len(parts[-2][0]) + 1
         T = self.block_size + 1
@@ -116,7 +149,7 @@ def embed_with_vectors(lm, ids, vectors, is_slot):
 
 @torch.no_grad()
 def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batch_size=50, hardness=1.0,
-                         **options):
+                         form="unframed", **options):
     """Binding through vector things: world's binding episodes (the paper's layout) with each
     image a Slot, filled as in training; the greedy answer scored as the image episodes are."""
     episodes = world.episodes("binding", n_episodes, split=split, as_slots=True, **options)
@@ -126,7 +159,8 @@ def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batc
     for start in range(0, len(episodes), batch_size):
         sequences = []
         for ep in episodes[start: start + batch_size]:
-            ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, hardness)
+            ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, hardness,
+                                                    form)
             sequences.append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
         embeds, mask = left_pad(sequences)
         rows = lm.generate(embeds=embeds, prompt_mask=mask, max_new_tokens=8, stop_tokens=stops)

@@ -78,6 +78,31 @@ def test_rows_hold_vectors_on_slots_only_and_no_loss_where_a_slot_comes_next(tok
     assert not torch.equal(x, vector_batch(source, 4, range(2))[0])
 
 
+def test_the_noun_form_writes_a_thing_as_its_words_one_vector_and_the_stop(tokenizer):
+    rng = random.Random(0)
+    pieces = passage_binding_slots(rng)
+    slots = [p for p in pieces if isinstance(p, Slot)]
+    gen = torch.Generator().manual_seed(0)
+    ids, vectors, is_slot = vector_things.passage_tensors(pieces, tokenizer, 4, 16, gen, form="noun")
+    assert int(is_slot.sum()) == len(slots)  # one vector a thing
+    stop = tokenizer.encode(".")
+    where = is_slot.nonzero().flatten().tolist()
+    for slot, at in zip(slots, where):
+        obj = slot.scene.objects[0]
+        words = tokenizer.encode(" " + world.noun_phrase(obj.kind, obj.colour, obj.size).rsplit(" ", 1)[0])
+        assert ids[at - len(words): at].tolist() == words and ids[at + 1: at + 1 + len(stop)].tolist() == stop
+    assert torch.all(vectors[~is_slot] == 0) and torch.allclose(vectors[is_slot].pow(2).mean(-1), torch.ones(len(slots)))
+    # a passage's things of one kind are nearer each other than to another kind's, on average
+    unit = torch.nn.functional.normalize(vectors[is_slot], dim=-1)
+    kinds = [s.scene.objects[0].kind for s in slots]
+    same = [(i, j) for i in range(len(kinds)) for j in range(i) if kinds[i] == kinds[j]]
+    other = [(i, j) for i in range(len(kinds)) for j in range(i) if kinds[i] != kinds[j]]
+    assert same and other
+    assert sum(unit[i] @ unit[j] for i, j in same) / len(same) > sum(unit[i] @ unit[j] for i, j in other) / len(other)
+    with pytest.raises(SystemExit, match="--vector-form"):
+        train.main(["--stage", "lm", "--vector-form", "framed"])
+
+
 def test_slots_embed_as_their_vectors_at_token_scale_and_text_as_tokens(tokenizer):
     lm = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
     x, _, vectors, is_slot = vector_batch(VectorThings(tokenizer, 64, 4, 16), 0, range(2))
