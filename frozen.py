@@ -132,7 +132,7 @@ class VisionPrefix(nn.Module):
         if config.prefix_scale == "vocab" or self.sampled:
             self.sharpness = nn.Parameter(torch.tensor(math.log(10.0)))  # a cosine of 1 -> logit 10
         if self.visual_word:  # the map is fixed (a buffer), the features it reads are trained
-            self.token_rms = self.token_rms or lm.embedding_rms().item()
+            self.word_rms = lm.embedding_rms().item()
             self.register_buffer("word_map", visual_word_map(E, lm_width))
             self.register_buffer("feature_mean", torch.zeros(E))
             self.register_buffer("frame", torch.zeros(2, lm_width))  # ' a' and '.', set by frame_visual_word
@@ -168,7 +168,7 @@ class VisionPrefix(nn.Module):
         the words of different kinds grew alike (README, the visual word's rows)."""
         features = features.detach()
         mean = self.mean_over_images(features, self.feature_mean)
-        return framed_word(features, mean, self.word_map, self.frame, self.token_rms)
+        return framed_word(features, mean, self.word_map, self.frame, self.word_rms)
 
     def frame_visual_word(self, a_id, stop_id, table):
         """The visual word's frame: the token embeddings of ' a' and '.' (train.py sets them)."""

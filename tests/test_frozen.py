@@ -427,6 +427,10 @@ def test_the_visual_word_is_framed_centred_at_token_rms_and_not_trained():
     expected = F.rms_norm((model.vision.features(images[:1]) - model.vision.feature_mean) @ model.vision.word_map,
                           (32,)) * lm.embedding_rms()
     assert torch.allclose(alone, expected, atol=1e-6)
+    # with the paper's linear map the learned slots stay unnormalised; only the word is at a token's rms
+    free = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=6, image_size=32, visual_word=True)).eval()
+    assert free.vision.token_rms is None
+    assert torch.allclose(free.vision(images)[:, 4].pow(2).mean(-1).sqrt(), lm.embedding_rms().expand(8), rtol=1e-4)
     for bad in (dict(n_prefix=3), dict(n_prefix=4, prefix_words="a big thing.")):
         with pytest.raises(ValueError, match="--visual-word"):
             FrozenConfig(visual_word=True, **bad)
