@@ -9,7 +9,7 @@ import diagnostics
 import eval
 import tables
 import world
-from data import encode_pieces, train_tokenizer
+from data import InputError, encode_pieces, train_tokenizer
 from frozen import Frozen, FrozenConfig, is_image
 from gpt import GPT, GPTConfig, causal_mask, left_pad
 
@@ -274,3 +274,6 @@ def test_the_visual_word_probe_adds_three_positions_at_inference_only(tokenizer)
     lines = []
     tables.print_visual_word(rows, lambda line="": lines.append(line))
     assert sum(line.startswith("| ") for line in lines) == 3  # the header (its rule with it), seen, held-out
+    trained_with_one = Frozen(model.lm, FrozenConfig(encoder="tiny", n_prefix=5, image_size=16, visual_word=True))
+    with pytest.raises(InputError, match="trained with --visual-word"):
+        eval.visual_word_table(eval.Subject("vw", trained_with_one, tokenizer, ckpt="vw.pt"), eval.Protocol(episodes=2))
