@@ -33,10 +33,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-import world
 from frozen import is_image
 from gpt import apply_rope
-from scoring import answer_text, score_binding, stop_ids
+from scoring import answer_embedded, score_binding
+from vector_things import VECTOR_GEOMETRIES, embed_with_vectors, noun_vectors, passage_tensors
 
 # ---------------------------------------------------------------------------------------------
 # where each piece of a prompt lies in its embedded sequence
@@ -257,61 +257,16 @@ def nearest_rows(prefixes, kinds, wte, tokenizer, label, k=5, examples=3):
 # ---------------------------------------------------------------------------------------------
 # what the LM can match: the kind's noun replaced by a vector of chosen geometry
 
-# (between, within): the expected cosine of two things' vectors of different kinds, and of the
-# same kind. Distinct words are (0, 1); the preset's prefixes sit near (0.93, 0.96) (README).
-VECTOR_GEOMETRIES = ((0.0, 1.0), (0.0, 0.9), (0.0, 0.75), (0.0, 0.5), (0.5, 1.0), (0.75, 1.0), (0.9, 1.0),
-                     (0.9, 0.97), (0.93, 0.96))
-
-
-def geometry_vectors(kinds, count, geometry, width, generator):
-    """For each kind, `count` vectors (count, width) at unit rms whose expected cosine is `between`
-    across kinds and `within` inside one: a part shared by all, a part of the kind's own and a part
-    of each vector's own, with variances between, within - between and 1 - within (independent
-    random directions are near orthogonal)."""
-    between, within = geometry
-    shared = torch.randn(width, generator=generator)
-    vectors = {}
-    for kind in kinds:
-        own, each = torch.randn(width, generator=generator), torch.randn(count, width, generator=generator)
-        mixed = between ** 0.5 * shared + (within - between) ** 0.5 * own + (1 - within) ** 0.5 * each
-        vectors[kind] = F.rms_norm(mixed, (width,))
-    return vectors
-
-
 def vector_thing_prompt(lm, tokenizer, episode, geometry, generator):
     """A slotted binding episode (world.episodes(as_slots=True)) as embeddings (T, D), each thing
-    written 'a small red <v>.': its words, then in the kind's place a vector of `geometry` at the
-    token embeddings' rms, then the full stop."""
-    things = [p for p in episode.pieces if not isinstance(p, str)]
-    vectors = geometry_vectors(episode.info["kinds"], len(things), geometry, lm.config.n_embd, generator)
-    used = dict.fromkeys(vectors, 0)
-
-    def words(text):
-        return lm.embed(torch.tensor(tokenizer.encode(text), dtype=torch.long, device=lm.wte.weight.device))
-
-    parts = []
-    for i, piece in enumerate(episode.pieces):
-        lead = " " if i else ""
-        if isinstance(piece, str):
-            parts += [words(lead + piece)] if piece else []
-            continue
-        obj = piece.scene.objects[0]
-        adjectives = world.noun_phrase(obj.kind, obj.colour, obj.size).rsplit(" ", 1)[0]  # 'a small red'
-        vector = vectors[obj.kind][used[obj.kind]] * lm.embedding_rms()
-        used[obj.kind] += 1
-        parts += [words(lead + adjectives), vector[None].to(parts[0].dtype), words(".")]
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def answer_embedded(lm, tokenizer, prompts, max_new_tokens=8):
-    """Greedy answers of the LM to prompts given as embeddings (T_i, D), left-padded into one
-    batch, each cut at the end of its first sentence."""
-    longest = max(len(p) for p in prompts)
-    embeds = torch.stack([F.pad(p, (0, 0, longest - len(p), 0)) for p in prompts])
-    mask = torch.stack([torch.arange(longest, device=p.device) >= longest - len(p) for p in prompts])
-    rows = lm.generate(embeds=embeds, prompt_mask=mask, max_new_tokens=max_new_tokens, stop_tokens=stop_ids(tokenizer))
-    return [answer_text(tokenizer, row) for row in rows]
+    written 'a small red <v>.' as stage lm's vector nouns are (vector_things.passage_tensors): its
+    words, then in the kind's place a vector of `geometry` at the token embeddings' rms, then the
+    full stop."""
+    slots = [p for p in episode.pieces if not isinstance(p, str)]
+    width = lm.config.n_embd
+    things = noun_vectors(slots, width, generator, geometry=geometry, kinds=episode.info["kinds"])
+    ids, vectors, is_slot = passage_tensors(episode.pieces, tokenizer, 1, width, generator, form="noun", things=things)
+    return embed_with_vectors(lm, ids.to(lm.wte.weight.device), vectors, is_slot)
 
 
 def vector_binding_rows(lm, tokenizer, episodes, geometries=VECTOR_GEOMETRIES, seed=0, batch_size=50):

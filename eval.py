@@ -58,7 +58,7 @@ import diagnostics
 import world
 from checkpoint import checkpoint_kind, load_for_text, load_frozen
 from data import InputError, black_images, encode_pieces, image_to_tensor
-from frozen import caption_targets, framed_word, visual_word_map
+from frozen import caption_targets, frame_ids, framed_word, visual_word_map
 from plots import plot_log, plot_results
 from scoring import (answer_text, answer_text_episodes, binding_cell, copy_score, exact_match, normalize_answer,
                      score_binding, seed_interval, stop_ids, summarize)
@@ -130,7 +130,7 @@ def text_forms_table(lm, tokenizer, protocol, ways=2, inner_shots=5):
 
 def text_vectors_table(lm, tokenizer, protocol, ways=2, inner_shots=5):
     """The ladder's episodes (seen kinds) with each thing 'a small red <v>.', v a vector of each of
-    diagnostics.VECTOR_GEOMETRIES: how alike must two things be, and how unlike two kinds, for the
+    vector_things.VECTOR_GEOMETRIES: how alike must two things be, and how unlike two kinds, for the
     LM to bind a name to them?"""
     slotted = world.episodes("binding", protocol.episodes, protocol.seed, split=protocol.split, as_slots=True,
                              ways=ways, inner_shots=inner_shots, task_induction=True, kinds="seen")
@@ -521,7 +521,7 @@ def visual_word_table(subject, protocol, ways=2, inner_shots=5, n_mean=512):
     with subject.autocast():
         mean = vision.features(x).float().mean(0)
     word_map = visual_word_map(vision.features.num_features, lm.config.n_embd).to(subject.device)
-    frame = lm.embed(torch.tensor([tok.encode(" a")[0], tok.encode(".")[0]], device=subject.device))
+    frame = lm.embed(torch.tensor(frame_ids(tok), device=subject.device))
     plain = vision.forward
 
     def with_word(images):

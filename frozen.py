@@ -107,7 +107,7 @@ class VisionPrefix(nn.Module):
         self.proj = nn.Linear(E, self.n_prefix * lm_width)
         # Start the prefix at the scale of the LM's token embeddings (std 0.02, gpt.py), so the
         # frozen LM first reads it as an ordinary, if meaningless, word.
-        nn.init.normal_(self.proj.weight, std=0.02 / self.features.num_features ** 0.5)
+        nn.init.normal_(self.proj.weight, std=0.02 / E ** 0.5)
         nn.init.zeros_(self.proj.bias)
         self.token_rms = None
         if config.prefix_scale in ("token", "centred", "words"):
@@ -323,6 +323,12 @@ class Frozen(nn.Module):
 def visual_word_map(num_features, width):
     """The fixed random map (E, D) from features to visual words, the same for every model."""
     return torch.randn(num_features, width, generator=torch.Generator().manual_seed(0))
+
+
+def frame_ids(tokenizer):
+    """The token ids of ' a' and '.', the visual word's frame (one token each)."""
+    (a_id,), (stop_id,) = tokenizer.encode(" a"), tokenizer.encode(".")
+    return [a_id, stop_id]
 
 
 def framed_word(features, mean, word_map, frame, token_rms):

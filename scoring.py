@@ -135,6 +135,15 @@ def answer_text_episodes(lm, tokenizer, episodes, batch_size=64, max_new_tokens=
 
 
 @torch.no_grad()
+def answer_embedded(lm, tokenizer, prompts, max_new_tokens=8):
+    """Greedy answers of the LM to prompts given as embeddings (T_i, D), left-padded into one
+    batch, each cut at the end of its first sentence."""
+    embeds, mask = left_pad(prompts)
+    rows = lm.generate(embeds=embeds, prompt_mask=mask, max_new_tokens=max_new_tokens, stop_tokens=stop_ids(tokenizer))
+    return [answer_text(tokenizer, row) for row in rows]
+
+
+@torch.no_grad()
 def copy_score(lm, tokenizer, n=100, seed=0, split="test", batch_size=64):
     """The share of the second half of repeated random word sequences that the LM predicts
     (teacher-forced, greedy): near 0 before induction heads form, near 1 after. Sequences are

@@ -41,7 +41,7 @@ def print_text_binding(result, out=print):
     vectors = result["vectors"]
     out(f"\nThe same episodes (seen kinds) with each thing written 'a small red <v>.': v a random vector at the "
         f"token embeddings' rms whose expected cosine to another thing's is `between` across kinds and `within` "
-        f"inside one (diagnostics.VECTOR_GEOMETRIES). Text nouns are (0, 1); what geometry can a prefix bind "
+        f"inside one (vector_things.VECTOR_GEOMETRIES). Text nouns are (0, 1); what geometry can a prefix bind "
         f"with?\n")
     header(out, "cosine between kinds", "cosine within a kind", "accuracy", "chance", "answer is a support name")
     for r in vectors:

@@ -35,7 +35,7 @@ from common import (RunConfig, StepLog, add_dataclass_args, build_config, choose
                     seed_step, set_lr, setup_runtime, usable_workers, warn_if_gpu_preset_on_cpu)
 from data import (CaptionCollate, FileText, InputError, StepBatches, Tokenizer, WorldCaptionRows, WorldText,
                   black_images, caption_dataset, file_hash, text_batch, train_tokenizer)
-from frozen import Frozen, FrozenConfig
+from frozen import Frozen, FrozenConfig, frame_ids
 from gpt import GPT, GPTConfig
 from nfresnet import adaptive_grad_clip
 from scoring import text_icl_scores
@@ -349,8 +349,7 @@ def build_frozen(cfg, frozen_cfg, device):
                              f"--n-prefix {frozen_cfg.n_prefix}")
         model.vision.start_at_words(ids, lm.wte.weight)
     if frozen_cfg.visual_word:
-        (a_id,), (stop_id,) = tokenizer.encode(" a"), tokenizer.encode(".")
-        model.vision.frame_visual_word(a_id, stop_id, lm.wte.weight)
+        model.vision.frame_visual_word(*frame_ids(tokenizer), lm.wte.weight)
     if model.vision.words is not None:  # --prefix-scale vocab or words: only words the LM has read
         model.vision.exclude_words([tokenizer.eot_id, tokenizer.pad_id, *range(tokenizer.vocab_size, lm.config.vocab_size)])
     return model, tokenizer, lm_path, lm_lr

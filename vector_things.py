@@ -24,13 +24,12 @@ import random
 import sys
 
 import torch
+import torch.nn.functional as F
 
 import world
 from checkpoint import load_lm
-from diagnostics import geometry_vectors
 from data import InputError, row_seed
-from gpt import left_pad
-from scoring import answer_text, score_binding, stop_ids
+from scoring import answer_embedded, score_binding
 from world.fewshot import Slot
 from world.text import passage_binding_slots
 
@@ -57,32 +56,59 @@ def thing_vectors(slots, n, width, gen, hardness=1.0):
     return out
 
 
-def noun_vectors(slots, width, gen, hardness=1.0):
-    """One vector (1, width) for each Slot, in order, for the form 'a small red <v>.': drawn as
-    README's geometry table draws them (diagnostics.geometry_vectors), with a part shared by the
-    passage's kinds of cosine `between`, drawn per passage in [0, 0.95) (times hardness), and
-    copies of a kind alike at `within`, halfway or more from between to 1: so the LM meets things
-    that share most of their vector, as visual prefixes do, and must match on what differs."""
-    between = hardness * 0.95 * torch.rand((), generator=gen).item()
-    within = between + (1 - between) * (0.5 + 0.5 * torch.rand((), generator=gen).item())
-    kinds = [slot.scene.objects[0].kind for slot in slots]
-    vectors = geometry_vectors(sorted(set(kinds)), len(slots), (between, within), width, gen)
+# (between, within): the expected cosine of two things' vectors of different kinds, and of the
+# same kind. Distinct words are (0, 1); the preset's prefixes sit near (0.89, 0.94) (README's
+# geometry table, eval.py --task text-binding)
+VECTOR_GEOMETRIES = ((0.0, 1.0), (0.0, 0.9), (0.0, 0.75), (0.0, 0.5), (0.5, 1.0), (0.75, 1.0), (0.9, 1.0),
+                     (0.9, 0.97), (0.93, 0.96))
+
+
+def geometry_vectors(kinds, count, geometry, width, generator):
+    """For each kind, `count` vectors (count, width) at unit rms whose expected cosine is `between`
+    across kinds and `within` inside one: a part shared by all, a part of the kind's own and a part
+    of each vector's own, with variances between, within - between and 1 - within (independent
+    random directions are near orthogonal)."""
+    between, within = geometry
+    shared = torch.randn(width, generator=generator)
+    vectors = {}
+    for kind in kinds:
+        own, each = torch.randn(width, generator=generator), torch.randn(count, width, generator=generator)
+        mixed = between ** 0.5 * shared + (within - between) ** 0.5 * own + (1 - within) ** 0.5 * each
+        vectors[kind] = F.rms_norm(mixed, (width,))
+    return vectors
+
+
+def noun_vectors(slots, width, gen, hardness=1.0, geometry=None, kinds=None):
+    """One vector (1, width) for each Slot, in order, for the form 'a small red <v>.', drawn by
+    geometry_vectors (the kinds' vectors in the order of `kinds`, by default sorted). Without a
+    `geometry`, one is drawn per passage: a part shared by the passage's kinds of cosine `between`
+    in [0, 0.95) (times hardness), and copies of a kind alike at `within`, halfway or more from
+    between to 1: so the LM meets things that share most of their vector, as visual prefixes do,
+    and must match on what differs."""
+    if geometry is None:
+        between = hardness * 0.95 * torch.rand((), generator=gen).item()
+        geometry = (between, between + (1 - between) * (0.5 + 0.5 * torch.rand((), generator=gen).item()))
+    of_slot = [slot.scene.objects[0].kind for slot in slots]
+    vectors = geometry_vectors(kinds or sorted(set(of_slot)), len(slots), geometry, width, gen)
     used = dict.fromkeys(vectors, 0)
     out = []
-    for kind in kinds:
+    for kind in of_slot:
         out.append(vectors[kind][used[kind]][None])
         used[kind] += 1
     return out
 
 
-def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unframed"):
+def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unframed", things=None):
     """Pieces (strings and Slots) -> ids (L,), pad_id at each slot's vector positions; vectors
     (L, width), the slot's vectors there and zeros on text; is_slot (L,). Text after anything gets
     a leading space, as data.encode_pieces joins pieces. form: unframed, a thing is its n
-    thing_vectors; noun, its words 'a small red', one noun_vectors vector, '.'."""
+    thing_vectors; noun, its words 'a small red', one noun_vectors vector, '.'. things: the
+    slots' vectors, in order, instead of drawing them."""
     slots = [p for p in pieces if isinstance(p, Slot)]
-    things = iter(noun_vectors(slots, width, gen, hardness) if form == "noun" else
+    if things is None:
+        things = (noun_vectors(slots, width, gen, hardness) if form == "noun" else
                   thing_vectors(slots, n, width, gen, hardness))
+    things = iter(things)
     ids, vectors, is_slot = [], [], []
 
     def text(words):
@@ -154,17 +180,14 @@ def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batc
     image a Slot, filled as in training; the greedy answer scored as the image episodes are."""
     episodes = world.episodes("binding", n_episodes, split=split, as_slots=True, **options)
     gen = torch.Generator().manual_seed(row_seed(split, n_vectors, 9))
-    device, stops = lm.wte.weight.device, stop_ids(tokenizer)
-    answers = []
+    device, answers = lm.wte.weight.device, []
     for start in range(0, len(episodes), batch_size):
         sequences = []
         for ep in episodes[start: start + batch_size]:
             ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, hardness,
                                                     form)
             sequences.append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
-        embeds, mask = left_pad(sequences)
-        rows = lm.generate(embeds=embeds, prompt_mask=mask, max_new_tokens=8, stop_tokens=stops)
-        answers += [answer_text(tokenizer, row) for row in rows]
+        answers += answer_embedded(lm, tokenizer, sequences)
     return score_binding(answers, episodes)
 
 

@@ -8,6 +8,7 @@ import torch
 import diagnostics
 import eval
 import tables
+import vector_things
 import world
 from data import InputError, encode_pieces, train_tokenizer
 from frozen import Frozen, FrozenConfig, is_image
@@ -225,7 +226,7 @@ def test_attention_and_nearest_tables_end_to_end(tokenizer):
 @pytest.mark.parametrize("geometry", [(0.0, 1.0), (0.5, 0.8), (0.9, 0.97)])
 def test_geometry_vectors_have_the_asked_cosines_across_and_within_kinds(geometry):
     g = torch.Generator().manual_seed(0)
-    vectors = diagnostics.geometry_vectors(["a", "b"], 4, geometry, 8192, g)  # wide: random parts ~orthogonal
+    vectors = vector_things.geometry_vectors(["a", "b"], 4, geometry, 8192, g)  # wide: random parts ~orthogonal
     unit = {k: torch.nn.functional.normalize(v, dim=-1) for k, v in vectors.items()}
     within = (unit["a"] @ unit["a"].T)[~torch.eye(4, dtype=torch.bool)]
     between = unit["a"] @ unit["b"].T
