@@ -15,6 +15,11 @@ names to prefixes; these two say where that breaks. eval.py runs them (--task at
   of a chosen geometry: how alike two things' vectors are across kinds and within a kind. Text
   nouns are distinct words, alike only within a kind; a prefix is mostly what every image
   shares. Which geometries does the LM's induction bind, and where do prefixes sit?
+- What else a prefix lacks. The same episodes with each thing in forms between its noun and its
+  visual prefix: a distinct vector or the prefix's kind slot (the slot least alike across kinds)
+  framed as a noun, the prefix with its kind slot swapped for a distinct vector or for the kind's
+  noun. Does the prefix fail by what its
+  kind slot holds, or by the slots around it?
 - Nearest token embeddings. Frozen's encoder writes into the LM's input space, to be read "as if
   it were words" (the paper, Sec. 3.1). The cosine of each prefix vector to every row of the
   token embedding table says whether it writes anything word-like (near some token, at a token's
@@ -33,7 +38,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from frozen import is_image
+import world
+from frozen import frame_ids, is_image
 from gpt import apply_rope
 from scoring import answer_embedded, score_binding
 from vector_things import VECTOR_GEOMETRIES, embed_with_vectors, noun_vectors, passage_tensors
@@ -277,4 +283,81 @@ def vector_binding_rows(lm, tokenizer, episodes, geometries=VECTOR_GEOMETRIES, s
         answers = [a for start in range(0, len(prompts), batch_size)
                    for a in answer_embedded(lm, tokenizer, prompts[start: start + batch_size])]
         rows.append(dict(between=geometry[0], within=geometry[1], **score_binding(answers, episodes)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# what else a prefix lacks: forms between a noun and the visual prefix
+
+
+def part_forms(prefix, noun, described, distinct, frame, kind_slot):
+    """One thing written in forms between 'a small red apple.' and its visual prefix, each a
+    passage form (vector_things.passage_tensors) and the vectors in the thing's place. prefix
+    (n, D): the image's visual prefix, its slot `kind_slot` the one that carries the kind; noun
+    (k, D): the kind's noun as the LM embeds it; described (m, D): its whole description, ' a small
+    red apple.'; distinct (1, D): a vector of the thing's kind, distinct across kinds as nouns
+    are; frame (2, D): ' a' and '.'. All at the scale embed_with_vectors multiplies by the token
+    embeddings' rms."""
+    before, kind, after = prefix[:kind_slot], prefix[kind_slot: kind_slot + 1], prefix[kind_slot + 1:]
+    a, stop = frame[:1], frame[1:]
+    return {"a small red apple.": ("noun", noun),
+            "a small red <v>.": ("noun", distinct),
+            "a small red <kind slot>.": ("noun", kind),
+            "a <v>.": ("unframed", torch.cat([a, distinct, stop])),
+            "a <kind slot>.": ("unframed", torch.cat([a, kind, stop])),
+            "<kind slot>.": ("unframed", torch.cat([kind, stop])),
+            "a small red <prefix>.": ("noun", prefix),
+            "a <prefix>.": ("unframed", torch.cat([a, prefix, stop])),
+            "<prefix>.": ("unframed", torch.cat([prefix, stop])),
+            "<prefix>": ("unframed", prefix),
+            "<prefix>, kind slot <v>": ("unframed", torch.cat([before, distinct, after])),
+            "<prefix>, kind slot apple": ("unframed", torch.cat([before, noun, after])),
+            "<prefix> a <v>.": ("unframed", torch.cat([prefix, a, distinct, stop])),
+            "<prefix> a small red apple.": ("unframed", torch.cat([prefix, described]))}
+
+
+def kind_slot(prefixes, kinds):
+    """The prefix slot least alike across kinds (mean cosine over pairs of things of different
+    kinds; the separation table's 'across'): where a model keeps the kind. prefixes (N, n, D)."""
+    unit = F.normalize(prefixes.float(), dim=-1).transpose(0, 1)  # (n, N, D)
+    kinds = list(kinds)
+    other = torch.tensor([[a != b for b in kinds] for a in kinds])
+    return int((unit @ unit.transpose(1, 2))[:, other].mean(-1).argmin())
+
+
+def part_prompts(lm, tokenizer, episodes, prefixes, seed=0):
+    """Slotted binding episodes (world.episodes(as_slots=True)) as embedded prompts (T, D), with
+    each thing in each of part_forms: {form: [one prompt an episode]}. prefixes: for each episode,
+    its images' visual prefixes (N, n, D) in the order of its slots (the image episodes of the
+    same draw). Also returns the kind's slot (kind_slot over all the episodes' things)."""
+    generator, rms, width = torch.Generator().manual_seed(seed), lm.embedding_rms().cpu(), lm.config.n_embd
+    device, table = lm.wte.weight.device, lm.wte.weight.detach().cpu()
+    frame = table[frame_ids(tokenizer)] / rms
+    kinds_of = [[p.scene.objects[0].kind for p in e.pieces if not isinstance(p, str)] for e in episodes]
+    slot = kind_slot(torch.cat(list(prefixes)), [k for kinds in kinds_of for k in kinds])
+    prompts = {}
+    for episode, prefix, kinds in zip(episodes, prefixes, kinds_of):
+        slots = [p for p in episode.pieces if not isinstance(p, str)]
+        nouns = [table[tokenizer.encode(" " + world.KINDS[kind].name)] / rms for kind in kinds]
+        # a thing is never a binding episode's first piece: its text has the leading space
+        described = [table[tokenizer.encode(" " + world.describe(slot.scene.objects[0]))] / rms for slot in slots]
+        distinct = noun_vectors(slots, width, generator, geometry=(0.0, 1.0), kinds=episode.info["kinds"])
+        forms = [part_forms(*parts, frame, slot)
+                 for parts in zip(prefix.float().cpu() / rms, nouns, described, distinct)]
+        for name, (form, _) in forms[0].items():
+            ids, vectors, is_slot = passage_tensors(episode.pieces, tokenizer, 1, width, generator, form=form,
+                                                    things=[f[name][1] for f in forms])
+            prompts.setdefault(name, []).append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
+    return prompts, slot
+
+
+@torch.no_grad()
+def prefix_part_rows(lm, tokenizer, episodes, prefixes, seed=0, batch_size=50):
+    """Binding accuracy of the episodes with each thing in each of part_forms (part_prompts)."""
+    rows = []
+    forms, slot = part_prompts(lm, tokenizer, episodes, prefixes, seed)
+    for name, prompts in forms.items():
+        answers = [a for start in range(0, len(prompts), batch_size)
+                   for a in answer_embedded(lm, tokenizer, prompts[start: start + batch_size])]
+        rows.append(dict(form=name, kind_slot=slot, **score_binding(answers, episodes)))
     return rows

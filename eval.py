@@ -489,6 +489,13 @@ def attention_table(subject, protocol, ways=2, inner_shots=5):
     return rows
 
 
+def prefixes_of(subject, images):
+    """The visual prefixes (N, n, D) of PIL images, as the subject reads them, on the CPU."""
+    x = torch.stack([image_to_tensor(im, subject.image_size) for im in images]).to(subject.device)
+    with subject.autocast():
+        return subject.model.vision(black_images(x) if subject.blind else x).float().cpu()
+
+
 def nearest_table(subject, protocol, per_kind=4, k=5):
     """`per_kind` lone objects of each seen and held-out kind: each visual prefix vector against
     the LM's token embedding table (diagnostics.nearest_rows), a row per kind set and prefix slot."""
@@ -497,11 +504,7 @@ def nearest_table(subject, protocol, per_kind=4, k=5):
         rng = random.Random(f"nearest/{protocol.split}/{protocol.seed}/{label}")
         drawn = [kind for kind in kinds for _ in range(per_kind)]
         images = [world.render(world.lone_scene(rng, kind), subject.image_size, rng) for kind in drawn]
-        x = torch.stack([image_to_tensor(im, subject.image_size) for im in images]).to(subject.device)
-        if subject.blind:
-            x = black_images(x)
-        prefixes = subject.model.vision(x).cpu()  # (N, n, D)
-        rows += diagnostics.nearest_rows(prefixes, drawn, subject.model.lm.wte.weight.cpu(), subject.tokenizer,
+        rows += diagnostics.nearest_rows(prefixes_of(subject, images), drawn, subject.model.lm.wte.weight.cpu(), subject.tokenizer,
                                          label, k)
     return rows
 
@@ -540,11 +543,27 @@ def visual_word_table(subject, protocol, ways=2, inner_shots=5, n_mean=512):
     return rows
 
 
+def prefix_parts_table(subject, protocol, ways=2, inner_shots=5):
+    """The ladder's episodes with each thing in forms between its noun and its visual prefix
+    (diagnostics.part_forms): is it what the prefix's kind slot holds that the LM cannot match,
+    or the slots around it?"""
+    rows = []
+    options = dict(ways=ways, inner_shots=inner_shots, task_induction=True, layout=protocol.layout)
+    for kinds in ("seen", "heldout"):
+        images = image_episodes(subject, protocol, "binding", kinds=kinds, **options)
+        slotted = world.episodes("binding", protocol.episodes, protocol.seed, split=protocol.split, as_slots=True,
+                                 kinds=kinds, **options)
+        prefixes = [prefixes_of(subject, [p for p in e.pieces if not isinstance(p, str)]) for e in images]
+        rows += [dict(kinds=kinds, ways=ways, inner_shots=inner_shots, **r) for r in
+                 diagnostics.prefix_part_rows(subject.model.lm, subject.tokenizer, slotted, prefixes, protocol.seed)]
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # every table of a model; seeds; the comparison across models
 
 IMAGE_TASKS = ("caption", "vqa", "okvqa", "binding", "fast_vqa", "separation", "ladder")
-DIAGNOSTIC_TASKS = ("attention", "nearest", "visual-word")  # only when --task names them
+DIAGNOSTIC_TASKS = ("attention", "nearest", "visual-word", "prefix-parts")  # only when --task names them
 
 
 def run_tasks(subject, protocol, tasks, full=True):
@@ -573,6 +592,8 @@ def run_tasks(subject, protocol, tasks, full=True):
             results[task] = nearest_table(subject, protocol)
         elif task == "visual-word" and full:
             results[task] = visual_word_table(subject, protocol)
+        elif task == "prefix-parts" and full:
+            results[task] = prefix_parts_table(subject, protocol)
         elif task in ("ladder",) + DIAGNOSTIC_TASKS:
             continue  # a diagnostic: not in the comparison
         else:
@@ -583,6 +604,9 @@ def run_tasks(subject, protocol, tasks, full=True):
 
 def is_cell(x):
     return isinstance(x, dict) and "acc" in x and "n" in x
+
+
+KEPT_PER_SEED = ("kind_slot",)  # a cell's facts that are each seed's own, not averaged
 
 
 def merge_seeds(runs):
@@ -596,6 +620,7 @@ def merge_seeds(runs):
         merged = {k: merge_seeds([r[k] for r in runs]) for k in first if k not in ("acc", "ci", "n", "examples")}
         merged.update(seed_interval([r["acc"] for r in runs]), n=sum(r["n"] for r in runs),
                       per_seed=[r["acc"] for r in runs], examples=first.get("examples", []))
+        merged.update({k: [r[k] for r in runs] for k in KEPT_PER_SEED if k in first})
         return merged
     if isinstance(first, dict):
         return {k: merge_seeds([r[k] for r in runs]) for k in first}

@@ -141,6 +141,19 @@ def print_visual_word(rows, out):
     out()
 
 
+def print_prefix_parts(rows, out):
+    out("What else a prefix lacks: the ladder's episodes with each thing written in forms between its noun and "
+        "its visual prefix (diagnostics.part_forms). <v>: a vector distinct across kinds and the same within one, "
+        "as nouns are; <kind slot>: the prefix's slot least alike across kinds (diagnostics.kind_slot); apple: "
+        "the kind's noun as the LM embeds it.\n")
+    header(out, "kinds", "chance", "thing written as", "binding", "answer is a support name", "kind slot")
+    for r in rows:
+        slots = r["kind_slot"] if isinstance(r["kind_slot"], list) else [r["kind_slot"]]
+        out(f"| {KINDS_LABEL[r['kinds']]} | {1 / r['ways']:.2f} | `{r['form']}` | {fmt_seeds(r)} | "
+            f"{r['some_name']:.2f} | {', '.join(str(s) for s in slots)} |")
+    out()
+
+
 def print_ladder(rows, out):
     out("The ladder: the same binding episodes (2-way, task induction, 5 inner shots) with each image "
         "replaced by its reference description as text (the text upper bound), by the model's own "
@@ -211,6 +224,8 @@ def print_model_tables(name, entry, out=print):
         print_nearest(results["nearest"], out)
     if "visual-word" in results:
         print_visual_word(results["visual-word"], out)
+    if "prefix-parts" in results:
+        print_prefix_parts(results["prefix-parts"], out)
 
 
 def print_comparison(result, cells, out=print):

@@ -278,3 +278,47 @@ def test_the_visual_word_probe_adds_three_positions_at_inference_only(tokenizer)
     trained_with_one = Frozen(model.lm, FrozenConfig(encoder="tiny", n_prefix=5, image_size=16, visual_word=True))
     with pytest.raises(InputError, match="trained with --visual-word"):
         eval.visual_word_table(eval.Subject("vw", trained_with_one, tokenizer, ckpt="vw.pt"), eval.Protocol(episodes=2))
+
+
+def test_prefix_parts_write_the_noun_the_prefix_and_the_swaps_where_the_thing_stands(tokenizer):
+    """part_prompts on a random-init Frozen: 'a small red apple.' is the text's own embedding, <prefix>
+    is the sequence Frozen itself reads (so that row is the ladder's prefix rung), and a swap
+    changes only the kind slot's position."""
+    model = tiny_frozen(tokenizer.vocab_size)
+    subject = eval.Subject("tiny", model, tokenizer)
+    options = dict(split="val", ways=2, inner_shots=1, task_induction=True)
+    images = world.episodes("binding", 2, 0, image_size=16, **options)
+    slotted = world.episodes("binding", 2, 0, as_slots=True, **options)
+    texts = world.episodes("binding", 2, 0, as_text=True, **options)
+    prefixes = [eval.prefixes_of(subject, [p for p in e.pieces if not isinstance(p, str)]) for e in images]
+    with torch.no_grad():
+        prompts, slot = diagnostics.part_prompts(model.lm, tokenizer, slotted, prefixes)
+        framed = model.embed_sequences([encode_pieces(e.pieces, tokenizer, 16) for e in images])
+        words = [model.lm.embed(torch.tensor([t for p in encode_pieces(e.pieces, tokenizer, None) for t in p]))
+                 for e in texts]
+    assert list(prompts) == list(diagnostics.part_forms(*[torch.zeros(2, 4)] * 5, kind_slot=0))
+    for i in range(2):
+        # the table's rows are rescaled by the token rms and back: equal up to float32 rounding
+        assert torch.allclose(prompts["a small red apple."][i], words[i], rtol=1e-5, atol=1e-6)
+        assert torch.allclose(prompts["<prefix>"][i], framed[i], rtol=1e-5, atol=1e-6)
+        swapped = prompts["<prefix>, kind slot <v>"][i]
+        differs = (swapped != prompts["<prefix>"][i]).any(-1).nonzero().flatten()
+        things = [s for s, piece in zip(diagnostics.piece_spans(encode_pieces(images[i].pieces, tokenizer, 16), 2),
+                                        images[i].pieces) if not isinstance(piece, str)]
+        assert differs.tolist() == [start + slot for start, _ in things]  # each thing's kind slot, and only those
+    rows = diagnostics.prefix_part_rows(model.lm, tokenizer, slotted, prefixes)
+    assert [r["form"] for r in rows] == list(prompts) and all(r["n"] == 2 and r["kind_slot"] == slot for r in rows)
+    lines = []
+    tables.print_prefix_parts([dict(r, kinds="seen", ways=2) for r in rows], lambda line="": lines.append(line))
+    assert sum(line.startswith("| seen") for line in lines) == len(rows)
+
+
+def test_the_kind_slot_is_the_one_least_alike_across_kinds():
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randn(3, 64, generator=g)  # slots 0 and 2 the same for every thing
+    prefixes = shared.repeat(4, 1, 1)
+    own = {kind: torch.randn(64, generator=g) for kind in "ab"}
+    kinds = ["a", "b", "a", "b"]
+    for i, kind in enumerate(kinds):
+        prefixes[i, 1] = own[kind] + 0.1 * torch.randn(64, generator=g)
+    assert diagnostics.kind_slot(prefixes, kinds) == 1
