@@ -99,6 +99,9 @@ class PrefixConfig(RunConfig):
     # one sequence, a batch of batch_size pairs in batch_size / K rows (data.WorldCaptionRows;
     # README's lever table: worse, the kind is copied from the row instead of seen)
     captions_in_row: int = 1
+    # a stage-prefix checkpoint (trained against the same LM) whose encoder this run starts from,
+    # its own flags free to differ (a slot made a word after captioning is learnt: README's levers)
+    init_encoder: str = ""
     num_workers: int = -1  # DataLoader processes; -1: none on a CPU, 4 beside a GPU (common.usable_workers)
     eval_batches: int = 4
 
@@ -355,6 +358,26 @@ def build_frozen(cfg, frozen_cfg, device):
     return model, tokenizer, lm_path, lm_lr
 
 
+def start_encoder_from(model, path, lm_hash):
+    """Load another stage-prefix run's trained weights (--init-encoder) into a fresh model: every
+    one that this model has too; what only this model has (a word slot's readable words, say)
+    keeps its start. Refused if that run read another LM."""
+    if not path.exists():
+        raise InputError(f"{path}: --init-encoder checkpoint not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("kind") != "prefix":
+        raise InputError(f"{path}: --init-encoder expects a stage-prefix checkpoint")
+    if ckpt["lm_hash"] != lm_hash:
+        raise InputError(f"{path}: --init-encoder was trained against another LM checkpoint than this run's")
+    if any(k.startswith("lm.") for k in ckpt["model"]):
+        raise InputError(f"{path}: --init-encoder takes an encoder trained with the LM frozen; this run trained its LM")
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if unexpected:
+        raise InputError(f"{path}: --init-encoder has weights this model lacks: {', '.join(unexpected)}")
+    kept = [k for k in missing if not k.startswith("lm.")]
+    print(f"encoder from {path} (step {ckpt['step']}){'; new here: ' + ', '.join(kept) if kept else ''}")
+
+
 def prefix_param_groups(model, cfg, lm_lr=FINETUNE_LR):
     """The optimizer sees only what requires grad: the encoder at lr, the LM (ablations) at lm_lr."""
     vision = [p for p in model.vision.parameters() if p.requires_grad]
@@ -433,6 +456,8 @@ def train_prefix(cfg, frozen_cfg):
     if ckpt and ckpt["lm_hash"] != lm_hash:
         raise InputError(f"{ckpt_path}: was trained against another LM checkpoint than {lm_path}")
     start_step = restore(ckpt, model, optimizer, ckpt_path, strict=False)  # the frozen LM is not in it
+    if cfg.init_encoder and not start_step:
+        start_encoder_from(model, Path(cfg.init_encoder), lm_hash)
     if already_done(start_step, cfg, ckpt_path):
         return model, tokenizer
     if rt.master:

@@ -504,3 +504,29 @@ def test_captions_in_a_row_train_and_refuse_what_they_cannot_row(lm_dir, tmp_pat
         with pytest.raises(SystemExit) as e:
             train.main(args)
         assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_init_encoder_starts_from_another_runs_encoder_and_refuses_what_it_cannot_use(lm_dir, pairs_dir, tmp_path):
+    """--init-encoder: a fresh run (here with a word slot the first run lacked) starts from the
+    first run's trained weights; a checkpoint of another LM, or one that trained its LM, is refused."""
+    data = ("--data", str(pairs_dir))
+    train.main(prefix_args(lm_dir, tmp_path / "a", 2, *data))
+    first = torch.load(tmp_path / "a" / "prefix.pt", weights_only=True)
+    cfg, frozen_cfg = build(prefix_args(lm_dir, tmp_path / "b", 2, *data, "--word-slots", "1"))
+    model, *_ = train.build_frozen(cfg, frozen_cfg, torch.device("cpu"))
+    train.start_encoder_from(model, tmp_path / "a" / "prefix.pt", first["lm_hash"])
+    for name, tensor in first["model"].items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    assert model.vision.readable.any()  # the word slot's own buffer keeps its start
+    train.main(prefix_args(lm_dir, tmp_path / "b", 2, *data, "--word-slots", "1", "--init-encoder",
+                           str(tmp_path / "a" / "prefix.pt")))  # and it trains from there
+    with pytest.raises(train.InputError, match="trained against another LM"):
+        train.start_encoder_from(model, tmp_path / "a" / "prefix.pt", "another")
+    train.main(prefix_args(lm_dir, tmp_path / "ft", 2, *data, "--finetune-lm"))
+    with pytest.raises(SystemExit) as e:
+        train.main(prefix_args(lm_dir, tmp_path / "c", 2, *data, "--init-encoder", str(tmp_path / "ft" / "prefix.pt")))
+    assert "this run trained its LM" in str(e.value)
+    for path, message in ((lm_dir / "lm.pt", "expects a stage-prefix checkpoint"), (tmp_path / "no.pt", "not found")):
+        with pytest.raises(SystemExit) as e:
+            train.main(prefix_args(lm_dir, tmp_path / "c", 2, *data, "--init-encoder", str(path)))
+        assert message in str(e.value) and str(path) in str(e.value)
