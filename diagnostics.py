@@ -290,14 +290,14 @@ def vector_binding_rows(lm, tokenizer, episodes, geometries=VECTOR_GEOMETRIES, s
 # what else a prefix lacks: forms between a noun and the visual prefix
 
 
-def part_forms(prefix, noun, described, distinct, frame, kind_slot):
+def part_forms(prefix, noun, described, distinct, frame, kind_slot, nearest):
     """One thing written in forms between 'a small red apple.' and its visual prefix, each a
     passage form (vector_things.passage_tensors) and the vectors in the thing's place. prefix
     (n, D): the image's visual prefix, its slot `kind_slot` the one that carries the kind; noun
     (k, D): the kind's noun as the LM embeds it; described (m, D): its whole description, ' a small
     red apple.'; distinct (1, D): a vector of the thing's kind, distinct across kinds as nouns
-    are; frame (2, D): ' a' and '.'. All at the scale embed_with_vectors multiplies by the token
-    embeddings' rms."""
+    are; frame (2, D): ' a' and '.'; nearest (1, D): the token embedding nearest the kind's slot
+    (cosine). All at the scale embed_with_vectors multiplies by the token embeddings' rms."""
     before, kind, after = prefix[:kind_slot], prefix[kind_slot: kind_slot + 1], prefix[kind_slot + 1:]
     a, stop = frame[:1], frame[1:]
     return {"a small red apple.": ("noun", noun),
@@ -312,6 +312,7 @@ def part_forms(prefix, noun, described, distinct, frame, kind_slot):
             "<prefix>": ("unframed", prefix),
             "<prefix>, kind slot <v>": ("unframed", torch.cat([before, distinct, after])),
             "<prefix>, kind slot apple": ("unframed", torch.cat([before, noun, after])),
+            "<prefix>, kind slot its nearest word": ("unframed", torch.cat([before, nearest, after])),
             "<prefix> a <v>.": ("unframed", torch.cat([prefix, a, distinct, stop])),
             "<prefix> a small red apple.": ("unframed", torch.cat([prefix, described]))}
 
@@ -342,8 +343,10 @@ def part_prompts(lm, tokenizer, episodes, prefixes, seed=0):
         # a thing is never a binding episode's first piece: its text has the leading space
         described = [table[tokenizer.encode(" " + world.describe(slot.scene.objects[0]))] / rms for slot in slots]
         distinct = noun_vectors(slots, width, generator, geometry=(0.0, 1.0), kinds=episode.info["kinds"])
-        forms = [part_forms(*parts, frame, slot)
-                 for parts in zip(prefix.float().cpu() / rms, nouns, described, distinct)]
+        scaled = prefix.float().cpu() / rms
+        nearest = table[nearest_tokens(scaled[:, slot], table, k=1)[1][:, 0]] / rms  # (N, D)
+        forms = [part_forms(*parts, frame, slot, word[None])
+                 for *parts, word in zip(scaled, nouns, described, distinct, nearest)]
         for name, (form, _) in forms[0].items():
             ids, vectors, is_slot = passage_tensors(episode.pieces, tokenizer, 1, width, generator, form=form,
                                                     things=[f[name][1] for f in forms])
