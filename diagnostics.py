@@ -18,8 +18,7 @@ names to prefixes; these two say where that breaks. eval.py runs them (--task at
 - What else a prefix lacks. The same episodes with each thing in forms between its noun and its
   visual prefix: a distinct vector or the prefix's kind slot (the slot least alike across kinds)
   framed as a noun, the prefix with its kind slot swapped for a distinct vector or for the kind's
-  noun. Does the prefix fail by what its
-  kind slot holds, or by the slots around it?
+  noun. Does the prefix fail by what its kind slot holds, or by the slots around it?
 - Nearest token embeddings. Frozen's encoder writes into the LM's input space, to be read "as if
   it were words" (the paper, Sec. 3.1). The cosine of each prefix vector to every row of the
   token embedding table says whether it writes anything word-like (near some token, at a token's
@@ -321,8 +320,9 @@ def kind_slot(prefixes, kinds):
     """The prefix slot least alike across kinds (mean cosine over pairs of things of different
     kinds; the separation table's 'across'): where a model keeps the kind. prefixes (N, n, D)."""
     unit = F.normalize(prefixes.float(), dim=-1).transpose(0, 1)  # (n, N, D)
-    kinds = list(kinds)
-    other = torch.tensor([[a != b for b in kinds] for a in kinds])
+    ids = {kind: i for i, kind in enumerate(dict.fromkeys(kinds))}
+    kind_ids = torch.tensor([ids[kind] for kind in kinds])
+    other = kind_ids[:, None] != kind_ids[None, :]  # (N, N)
     return int((unit @ unit.transpose(1, 2))[:, other].mean(-1).argmin())
 
 
@@ -341,7 +341,7 @@ def part_prompts(lm, tokenizer, episodes, prefixes, seed=0):
         slots = [p for p in episode.pieces if not isinstance(p, str)]
         nouns = [table[tokenizer.encode(" " + world.KINDS[kind].name)] / rms for kind in kinds]
         # a thing is never a binding episode's first piece: its text has the leading space
-        described = [table[tokenizer.encode(" " + world.describe(slot.scene.objects[0]))] / rms for slot in slots]
+        described = [table[tokenizer.encode(" " + world.describe(thing.scene.objects[0]))] / rms for thing in slots]
         distinct = noun_vectors(slots, width, generator, geometry=(0.0, 1.0), kinds=episode.info["kinds"])
         scaled = prefix.float().cpu() / rms
         nearest = table[nearest_tokens(scaled[:, slot], table, k=1)[1][:, 0]] / rms  # (N, D)

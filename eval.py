@@ -504,8 +504,8 @@ def nearest_table(subject, protocol, per_kind=4, k=5):
         rng = random.Random(f"nearest/{protocol.split}/{protocol.seed}/{label}")
         drawn = [kind for kind in kinds for _ in range(per_kind)]
         images = [world.render(world.lone_scene(rng, kind), subject.image_size, rng) for kind in drawn]
-        rows += diagnostics.nearest_rows(prefixes_of(subject, images), drawn, subject.model.lm.wte.weight.cpu(), subject.tokenizer,
-                                         label, k)
+        rows += diagnostics.nearest_rows(prefixes_of(subject, images), drawn, subject.model.lm.wte.weight.cpu(),
+                                         subject.tokenizer, label, k)
     return rows
 
 

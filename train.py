@@ -371,7 +371,11 @@ def start_encoder_from(model, path, lm_hash):
         raise InputError(f"{path}: --init-encoder was trained against another LM checkpoint than this run's")
     if any(k.startswith("lm.") for k in ckpt["model"]):
         raise InputError(f"{path}: --init-encoder takes an encoder trained with the LM frozen; this run trained its LM")
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as e:  # a weight of another shape: another --n-prefix, --encoder, ...
+        raise InputError(f"{path}: --init-encoder's weights do not fit this run's model: "
+                         f"{str(e).splitlines()[1].strip()}") from None
     if unexpected:
         raise InputError(f"{path}: --init-encoder has weights this model lacks: {', '.join(unexpected)}")
     kept = [k for k in missing if not k.startswith("lm.")]
