@@ -37,9 +37,10 @@ no answer shortlist. The image tasks (paper -> here):
   (here only)           prefix separation: do two kinds get different visual prefixes? and the
                         ladder: the same binding episodes with text, own captions, prefixes
 
-Diagnostics, only when asked for (--task attention, nearest; diagnostics.py): on the ladder's
-episodes, the attention at the answer position on each support thing and name; and the token
-embeddings nearest to each visual prefix vector.
+Diagnostics, only when asked for (--task attention, nearest, visual-word, prefix-parts;
+diagnostics.py): on the ladder's episodes, the attention at the answer position on each support
+thing and name; the token embeddings nearest to each visual prefix vector; a visual word added at
+inference; each thing written in forms between its noun and its visual prefix.
 """
 
 import argparse
