@@ -279,8 +279,7 @@ def vector_binding_rows(lm, tokenizer, episodes, geometries=VECTOR_GEOMETRIES, s
     generator, rows = torch.Generator().manual_seed(seed), []
     for geometry in geometries:
         prompts = [vector_thing_prompt(lm, tokenizer, e, geometry, generator) for e in episodes]
-        answers = [a for start in range(0, len(prompts), batch_size)
-                   for a in answer_embedded(lm, tokenizer, prompts[start: start + batch_size])]
+        answers = answer_embedded(lm, tokenizer, prompts, batch_size)
         rows.append(dict(between=geometry[0], within=geometry[1], **score_binding(answers, episodes)))
     return rows
 
@@ -334,12 +333,11 @@ def part_prompts(lm, tokenizer, episodes, prefixes, seed=0):
     generator, rms, width = torch.Generator().manual_seed(seed), lm.embedding_rms().cpu(), lm.config.n_embd
     device, table = lm.wte.weight.device, lm.wte.weight.detach().cpu()
     frame = table[frame_ids(tokenizer)] / rms
-    kinds_of = [[p.scene.objects[0].kind for p in e.pieces if not isinstance(p, str)] for e in episodes]
-    slot = kind_slot(torch.cat(list(prefixes)), [k for kinds in kinds_of for k in kinds])
+    slots_of = [[p for p in e.pieces if not isinstance(p, str)] for e in episodes]
+    slot = kind_slot(torch.cat(list(prefixes)), [s.scene.objects[0].kind for slots in slots_of for s in slots])
     prompts = {}
-    for episode, prefix, kinds in zip(episodes, prefixes, kinds_of):
-        slots = [p for p in episode.pieces if not isinstance(p, str)]
-        nouns = [table[tokenizer.encode(" " + world.KINDS[kind].name)] / rms for kind in kinds]
+    for episode, prefix, slots in zip(episodes, prefixes, slots_of):
+        nouns = [table[tokenizer.encode(" " + world.KINDS[s.scene.objects[0].kind].name)] / rms for s in slots]
         # a thing is never a binding episode's first piece: its text has the leading space
         described = [table[tokenizer.encode(" " + world.describe(thing.scene.objects[0]))] / rms for thing in slots]
         distinct = noun_vectors(slots, width, generator, geometry=(0.0, 1.0), kinds=episode.info["kinds"])
@@ -360,7 +358,6 @@ def prefix_part_rows(lm, tokenizer, episodes, prefixes, seed=0, batch_size=50):
     rows = []
     forms, slot = part_prompts(lm, tokenizer, episodes, prefixes, seed)
     for name, prompts in forms.items():
-        answers = [a for start in range(0, len(prompts), batch_size)
-                   for a in answer_embedded(lm, tokenizer, prompts[start: start + batch_size])]
+        answers = answer_embedded(lm, tokenizer, prompts, batch_size)
         rows.append(dict(form=name, kind_slot=slot, **score_binding(answers, episodes)))
     return rows

@@ -389,6 +389,16 @@ def fast_vqa_table(subject, protocol, names=("nonsense", "real"), inner_shots=FA
 
 
 @torch.no_grad()
+def prefixes_of(subject, images, batch_size=256):
+    """The visual prefixes (N, n, D) of PIL images, as the subject reads them, on the CPU."""
+    x = torch.stack([image_to_tensor(im, subject.image_size) for im in images]).to(subject.device)
+    if subject.blind:
+        x = black_images(x)
+    with subject.autocast():
+        return torch.cat([subject.model.vision(x[i: i + batch_size]).float().cpu()
+                          for i in range(0, len(x), batch_size)])
+
+
 def prefix_separation(subject, protocol, kinds, label):
     """Do different kinds get different visual prefixes? Triplets (a, a', b) of lone things, a and
     a' of one kind, b of another: the prefixes' mean cosine within and across kinds, how often a is
@@ -401,15 +411,11 @@ def prefix_separation(subject, protocol, kinds, label):
         a, b = rng.sample(list(kinds), 2)
         scenes += [world.lone_scene(rng, a), world.lone_scene(rng, a), world.lone_scene(rng, b)]
     images = [world.render(s, subject.image_size, rng) for s in scenes]
-    x = torch.stack([image_to_tensor(im, subject.image_size) for im in images]).to(subject.device)
-    if subject.blind:
-        x = black_images(x)
-    with subject.autocast():
-        prefixes = torch.cat([subject.model.vision(x[i: i + 256]) for i in range(0, len(x), 256)])
-    p = torch.nn.functional.normalize(prefixes.float().flatten(1), dim=1).view(n, 3, -1)  # (n, 3, n_prefix*D)
+    prefixes = prefixes_of(subject, images)  # (3n, n_prefix, D)
+    p = torch.nn.functional.normalize(prefixes.flatten(1), dim=1).view(n, 3, -1)  # (n, 3, n_prefix*D)
     within, across = (p[:, 0] * p[:, 1]).sum(-1), (p[:, 0] * p[:, 2]).sum(-1)  # (n,), (n,)
     # slot by slot: the LM matches a noun, one position, not the whole description (diagnostics.py)
-    slots = torch.nn.functional.normalize(prefixes.float(), dim=-1).view(n, 3, prefixes.size(1), -1)
+    slots = torch.nn.functional.normalize(prefixes, dim=-1).view(n, 3, prefixes.size(1), -1)
     slot_within, slot_across = (slots[:, 0] * slots[:, 1]).sum(-1), (slots[:, 0] * slots[:, 2]).sum(-1)  # (n, n_prefix)
     shown = [world.Episode([im], "", "caption") for im in images[0::3] + images[2::3]]
     captions = generate_answers(subject, shown, max_new_tokens=32)
@@ -488,13 +494,6 @@ def attention_table(subject, protocol, ways=2, inner_shots=5):
                                                 subject.batch_size)
             rows += [dict(kinds=kinds, things=rung, ways=ways, inner_shots=inner_shots, **r) for r in layers]
     return rows
-
-
-def prefixes_of(subject, images):
-    """The visual prefixes (N, n, D) of PIL images, as the subject reads them, on the CPU."""
-    x = torch.stack([image_to_tensor(im, subject.image_size) for im in images]).to(subject.device)
-    with subject.autocast():
-        return subject.model.vision(black_images(x) if subject.blind else x).float().cpu()
 
 
 def nearest_table(subject, protocol, per_kind=4, k=5):

@@ -135,12 +135,15 @@ def answer_text_episodes(lm, tokenizer, episodes, batch_size=64, max_new_tokens=
 
 
 @torch.no_grad()
-def answer_embedded(lm, tokenizer, prompts, max_new_tokens=8):
-    """Greedy answers of the LM to prompts given as embeddings (T_i, D), left-padded into one
-    batch, each cut at the end of its first sentence."""
-    embeds, mask = left_pad(prompts)
-    rows = lm.generate(embeds=embeds, prompt_mask=mask, max_new_tokens=max_new_tokens, stop_tokens=stop_ids(tokenizer))
-    return [answer_text(tokenizer, row) for row in rows]
+def answer_embedded(lm, tokenizer, prompts, batch_size=50, max_new_tokens=8):
+    """Greedy answers of the LM to prompts given as embeddings (T_i, D), batch_size of them
+    left-padded into one batch at a time, each cut at the end of its first sentence."""
+    stops, answers = stop_ids(tokenizer), []
+    for start in range(0, len(prompts), batch_size):
+        embeds, mask = left_pad(prompts[start: start + batch_size])
+        rows = lm.generate(embeds=embeds, prompt_mask=mask, max_new_tokens=max_new_tokens, stop_tokens=stops)
+        answers += [answer_text(tokenizer, row) for row in rows]
+    return answers
 
 
 @torch.no_grad()

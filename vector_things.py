@@ -180,15 +180,11 @@ def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batc
     image a Slot, filled as in training; the greedy answer scored as the image episodes are."""
     episodes = world.episodes("binding", n_episodes, split=split, as_slots=True, **options)
     gen = torch.Generator().manual_seed(row_seed(split, n_vectors, 9))
-    device, answers = lm.wte.weight.device, []
-    for start in range(0, len(episodes), batch_size):
-        sequences = []
-        for ep in episodes[start: start + batch_size]:
-            ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, hardness,
-                                                    form)
-            sequences.append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
-        answers += answer_embedded(lm, tokenizer, sequences)
-    return score_binding(answers, episodes)
+    device, sequences = lm.wte.weight.device, []
+    for ep in episodes:
+        ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, hardness, form)
+        sequences.append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
+    return score_binding(answer_embedded(lm, tokenizer, sequences, batch_size), episodes)
 
 
 def main(argv=None):
