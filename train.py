@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import check_tokenizer, load_lm, save_checkpoint, state_dict_of
+from checkpoint import check_tokenizer, load_checkpoint, load_lm, save_checkpoint, state_dict_of, trains_lm
 from common import (RunConfig, StepLog, add_dataclass_args, build_config, choose_cpu_attention, decay_groups,
                     is_due, lr_at, make_optimizer, open_log, resolve_compile, restore, resume_from, run_record,
                     seed_step, set_lr, setup_runtime, usable_workers, warn_if_gpu_preset_on_cpu)
@@ -362,14 +362,13 @@ def start_encoder_from(model, path, lm_hash):
     """Load another stage-prefix run's trained weights (--init-encoder) into a fresh model: every
     one that this model has too; what only this model has (a word slot's readable words, say)
     keeps its start. Refused if that run read another LM."""
-    if not path.exists():
-        raise InputError(f"{path}: --init-encoder checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("kind") != "prefix":
-        raise InputError(f"{path}: --init-encoder expects a stage-prefix checkpoint")
+    try:
+        ckpt = load_checkpoint(path, "prefix")
+    except InputError as e:
+        raise InputError(f"--init-encoder {e}") from None
     if ckpt["lm_hash"] != lm_hash:
         raise InputError(f"{path}: --init-encoder was trained against another LM checkpoint than this run's")
-    if any(k.startswith("lm.") for k in ckpt["model"]):
+    if trains_lm(ckpt["train_config"]):
         raise InputError(f"{path}: --init-encoder takes an encoder trained with the LM frozen; this run trained its LM")
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)

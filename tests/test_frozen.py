@@ -530,7 +530,7 @@ def test_init_encoder_starts_from_another_runs_encoder_and_refuses_what_it_canno
         train.main(prefix_args(lm_dir, tmp_path / "c", 2, *data, "--n-prefix", "3",
                                "--init-encoder", str(tmp_path / "a" / "prefix.pt")))
     assert "weights do not fit this run's model" in str(e.value) and "proj.weight" in str(e.value)
-    for path, message in ((lm_dir / "lm.pt", "expects a stage-prefix checkpoint"), (tmp_path / "no.pt", "not found")):
+    for path, message in ((lm_dir / "lm.pt", "expected a stage-prefix checkpoint"), (tmp_path / "no.pt", "not found")):
         with pytest.raises(SystemExit) as e:
             train.main(prefix_args(lm_dir, tmp_path / "c", 2, *data, "--init-encoder", str(path)))
         assert message in str(e.value) and str(path) in str(e.value)
