@@ -63,6 +63,10 @@ class FrozenConfig:
     # can match"); the learned slots before it are the paper's prefix, and train the features
     visual_word: bool = False
     fixed_slots: str = ""  # slots ("0,3") that stay their prefix_words word for every image
+    # a lever, off by default: slots ("3") centred as prefix_scale "centred" centres all of them,
+    # the others free to carry what every image shares (README: a trained prefix's kind slot,
+    # centred and framed `a <slot>.`, binds where the whole prefix does not)
+    centred_slots: str = ""
 
     CHOICES = dict(encoder=tuple(ENCODER_PRESETS), encoder_shortcut=("avgpool", "strided"),
                    prefix_scale=("free", "token", "centred", "vocab", "words"),
@@ -80,7 +84,7 @@ class FrozenConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                                  f"got {getattr(self, name)!r}")
-        for flag in ("word_slots", "fixed_slots"):
+        for flag in ("word_slots", "fixed_slots", "centred_slots"):
             if not all(i.isdigit() and int(i) < self.n_prefix for i in self._slot_strings(flag)):
                 raise ValueError(f"--{flag.replace('_', '-')} must be prefix slots below --n-prefix {self.n_prefix}, "
                                  f"comma-separated, got {getattr(self, flag)!r}")
@@ -91,6 +95,8 @@ class FrozenConfig:
                              "and not --prefix-words or --word-slots")
         if self.fixed_slots.strip() and not self.prefix_words:
             raise ValueError("--fixed-slots keeps slots at their --prefix-words words: give --prefix-words too")
+        if self.centred_slots.strip() and self.prefix_scale != "token":
+            raise ValueError("--centred-slots centres slots before token scale: give --prefix-scale token")
         if not (self.lm_block in ("none", "last") or self.lm_block.isdigit()):
             raise ValueError(f"--lm-block must be none, last or a block number, got {self.lm_block!r}")
 
@@ -115,8 +121,9 @@ class VisionPrefix(nn.Module):
         self.words, self.nearest = None, config.prefix_scale == "words"
         self.word_slots, self.fixed_slots = config.slots("word_slots"), config.slots("fixed_slots")
         self.centred = config.prefix_scale == "centred"
+        self.centred_slots = config.slots("centred_slots")
         self.sampled = config.word_choice == "gumbel" and bool(self.word_slots)  # drawn word slots, centred
-        if self.centred or self.sampled:  # as BatchNorm's mean: the batch's in training, a running one at inference
+        if self.centred or self.centred_slots or self.sampled:  # as BatchNorm's mean: the batch's in training, a running one at inference
             self.register_buffer("slot_mean", torch.zeros(self.n_prefix, lm_width))
         if self.fixed_slots:  # the words they keep, set by start_at_words
             self.register_buffer("fixed_words", torch.zeros(len(self.fixed_slots), lm_width))
@@ -142,6 +149,10 @@ class VisionPrefix(nn.Module):
         prefix = self.proj(features).view(-1, self.n_prefix, self.lm_width)  # (B, n, D)
         if self.centred:
             prefix = prefix - self.mean_over_images(prefix)
+        elif self.centred_slots:
+            centred = prefix - self.mean_over_images(prefix)
+            prefix = torch.cat([centred[:, i:i + 1] if i in self.centred_slots else prefix[:, i:i + 1]
+                                for i in range(self.n_prefix)], dim=1)
         if self.token_rms is not None:
             prefix = self.token_rms * F.rms_norm(prefix, (self.lm_width,))
         if self.nearest:

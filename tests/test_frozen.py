@@ -247,6 +247,28 @@ def test_prefix_scale_centred_subtracts_each_slots_mean_over_images():
     assert "vision.slot_mean" in centred.trainable_state_dict()  # saved with the encoder
 
 
+def test_centred_slots_centre_only_the_named_slots():
+    lm = tiny_frozen().lm
+    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=3, image_size=32, prefix_scale="token", centred_slots="2"))
+    images = torch.randn(6, 3, 32, 32)
+    model.train()
+    with torch.no_grad():
+        model.vision.proj.weight.mul_(100)
+        raw = model.vision.proj(model.vision.features(images)).view(6, 3, 32)
+        prefix = model.vision(images)
+    expected = torch.cat([raw[:, :2], raw[:, 2:] - raw[:, 2:].mean(0)], dim=1)
+    rms = lm.wte.weight.pow(2).mean().sqrt()
+    assert torch.allclose(prefix, rms * expected / expected.pow(2).mean(-1, keepdim=True).sqrt(), atol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        one, batch = model.vision(images[:1]), model.vision(images)
+    assert torch.allclose(one, batch[:1], atol=1e-5)
+    with pytest.raises(ValueError, match="--centred-slots"):
+        FrozenConfig(n_prefix=2, prefix_scale="token", centred_slots="2")
+    with pytest.raises(ValueError, match="--prefix-scale token"):
+        FrozenConfig(n_prefix=2, centred_slots="1")
+
+
 def test_prefix_scale_vocab_makes_each_prefix_vector_an_average_of_readable_token_embeddings():
     lm = tiny_frozen().lm
     words = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=2, image_size=32, prefix_scale="vocab"))
