@@ -288,22 +288,25 @@ def vector_binding_rows(lm, tokenizer, episodes, geometries=VECTOR_GEOMETRIES, s
 # what else a prefix lacks: forms between a noun and the visual prefix
 
 
-def part_forms(prefix, noun, described, distinct, frame, kind_slot, nearest):
+def part_forms(prefix, noun, described, distinct, frame, kind_slot, nearest, slot_mean):
     """One thing written in forms between 'a small red apple.' and its visual prefix, each a
     passage form (vector_things.passage_tensors) and the vectors in the thing's place. prefix
     (n, D): the image's visual prefix, its slot `kind_slot` the one that carries the kind; noun
     (k, D): the kind's noun as the LM embeds it; described (m, D): its whole description, ' a small
     red apple.'; distinct (1, D): a vector of the thing's kind, distinct across kinds as nouns
     are; frame (2, D): ' a' and '.'; nearest (1, D): the token embedding nearest the kind's slot
-    (cosine). All at the scale embed_with_vectors multiplies by the token embeddings' rms."""
+    (cosine); slot_mean (D,): the kind's slot's mean over images, taken out of `<c>` (the slot centred,
+    at unit rms). All at the scale embed_with_vectors multiplies by the token embeddings' rms."""
     before, kind, after = prefix[:kind_slot], prefix[kind_slot: kind_slot + 1], prefix[kind_slot + 1:]
     a, stop = frame[:1], frame[1:]
+    centred = F.rms_norm(kind - slot_mean, (kind.size(-1),))
     return {"a small red apple.": ("noun", noun),
             "a small red <v>.": ("noun", distinct),
             "a small red <kind slot>.": ("noun", kind),
             "a <v>.": ("unframed", torch.cat([a, distinct, stop])),
             "a <kind slot>.": ("unframed", torch.cat([a, kind, stop])),
             "<kind slot>.": ("unframed", torch.cat([kind, stop])),
+            "a <c>. (the kind slot centred)": ("unframed", torch.cat([a, centred, stop])),
             "a small red <prefix>.": ("noun", prefix),
             "a <prefix>.": ("unframed", torch.cat([a, prefix, stop])),
             "<prefix>.": ("unframed", torch.cat([prefix, stop])),
@@ -311,6 +314,7 @@ def part_forms(prefix, noun, described, distinct, frame, kind_slot, nearest):
             "<prefix>, kind slot <v>": ("unframed", torch.cat([before, distinct, after])),
             "<prefix>, kind slot apple": ("unframed", torch.cat([before, noun, after])),
             "<prefix>, kind slot its nearest word": ("unframed", torch.cat([before, nearest, after])),
+            "<prefix>, kind slot <c>": ("unframed", torch.cat([before, centred, after])),
             "<prefix> a <v>.": ("unframed", torch.cat([prefix, a, distinct, stop])),
             "<prefix> a small red apple.": ("unframed", torch.cat([prefix, described]))}
 
@@ -334,7 +338,9 @@ def part_prompts(lm, tokenizer, episodes, prefixes, seed=0):
     device, table = lm.wte.weight.device, lm.wte.weight.detach().cpu()
     frame = table[frame_ids(tokenizer)] / rms
     slots_of = [[p for p in e.pieces if not isinstance(p, str)] for e in episodes]
-    slot = kind_slot(torch.cat(list(prefixes)), [s.scene.objects[0].kind for slots in slots_of for s in slots])
+    things = torch.cat(list(prefixes))
+    slot = kind_slot(things, [s.scene.objects[0].kind for slots in slots_of for s in slots])
+    slot_mean = things[:, slot].float().mean(0).cpu() / rms
     prompts = {}
     for episode, prefix, slots in zip(episodes, prefixes, slots_of):
         nouns = [table[tokenizer.encode(" " + world.KINDS[s.scene.objects[0].kind].name)] / rms for s in slots]
@@ -343,7 +349,7 @@ def part_prompts(lm, tokenizer, episodes, prefixes, seed=0):
         distinct = noun_vectors(slots, width, generator, geometry=(0.0, 1.0), kinds=episode.info["kinds"])
         scaled = prefix.float().cpu() / rms
         nearest = table[nearest_tokens(scaled[:, slot], table, k=1)[1][:, 0]] / rms  # (N, D)
-        forms = [part_forms(*parts, frame, slot, word[None])
+        forms = [part_forms(*parts, frame, slot, word[None], slot_mean)
                  for *parts, word in zip(scaled, nouns, described, distinct, nearest)]
         for name, (form, _) in forms[0].items():
             ids, vectors, is_slot = passage_tensors(episode.pieces, tokenizer, 1, width, generator, form=form,

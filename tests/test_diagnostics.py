@@ -296,7 +296,8 @@ def test_prefix_parts_write_the_noun_the_prefix_and_the_swaps_where_the_thing_st
         framed = model.embed_sequences([encode_pieces(e.pieces, tokenizer, 16) for e in images])
         words = [model.lm.embed(torch.tensor([t for p in encode_pieces(e.pieces, tokenizer, None) for t in p]))
                  for e in texts]
-    assert list(prompts) == list(diagnostics.part_forms(*[torch.zeros(2, 4)] * 5, kind_slot=0, nearest=torch.zeros(1, 4)))
+    assert list(prompts) == list(diagnostics.part_forms(*[torch.zeros(2, 4)] * 5, kind_slot=0, nearest=torch.zeros(1, 4),
+                                                            slot_mean=torch.zeros(4)))
     for i in range(2):
         # the table's rows are rescaled by the token rms and back: equal up to float32 rounding
         assert torch.allclose(prompts["a small red apple."][i], words[i], rtol=1e-5, atol=1e-6)
