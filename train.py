@@ -70,12 +70,13 @@ class LMConfig(RunConfig):
     shape_things: float = 0.0
     vector_hardness: float = 1.0  # scales the kinds' overlap and the examples' noise (vector_things.py)
     # unframed: a vector thing is n_vectors vectors; noun: 'a small red <v>.', one vector, most of it
-    # shared by the passage's things (README, "What the LM can match")
+    # shared by the passage's things (README, "What the LM can match"); prefix: n_vectors vectors,
+    # all but one the same for the passage's things, as a visual prefix's slots are
     vector_form: str = "unframed"
 
     def __post_init__(self):
-        if self.vector_form not in ("unframed", "noun"):
-            raise ValueError(f"--vector-form must be unframed or noun, got {self.vector_form!r}")
+        if self.vector_form not in ("unframed", "noun", "prefix"):
+            raise ValueError(f"--vector-form must be unframed, noun or prefix, got {self.vector_form!r}")
 
 
 @dataclass

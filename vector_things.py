@@ -98,16 +98,38 @@ def noun_vectors(slots, width, gen, hardness=1.0, geometry=None, kinds=None):
     return out
 
 
+def prefix_like_vectors(slots, n, width, gen, hardness=1.0):
+    """n vectors (n, width) for each Slot, laid out as a trained visual prefix is (README, "What
+    else a prefix lacks"): n - 1 slots nearly the same for every thing of the passage (a vector
+    drawn per passage, 5% noise of each thing's own), and one, the kind's, at a position drawn per
+    passage, a noun_vectors vector (a part shared by the kinds, copies of a kind alike). The LM must
+    match on that one slot and pass over the others, as it would over a prefix's shared slots."""
+    shared = torch.randn(n, width, generator=gen)
+    kind_slot = int(torch.randint(n, (), generator=gen))
+    nouns = noun_vectors(slots, width, gen, hardness)
+    examples, out = {}, []
+    for slot, noun in zip(slots, nouns):
+        if id(slot.scene) not in examples:
+            thing = F.rms_norm(0.95 ** 0.5 * shared + 0.05 ** 0.5 * torch.randn(n, width, generator=gen), (width,))
+            thing[kind_slot] = noun[0]
+            examples[id(slot.scene)] = thing
+        out.append(examples[id(slot.scene)])
+    return out
+
+
 def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unframed", things=None):
     """Pieces (strings and Slots) -> ids (L,), pad_id at each slot's vector positions; vectors
     (L, width), the slot's vectors there and zeros on text; is_slot (L,). Text after anything gets
     a leading space, as data.encode_pieces joins pieces. form: unframed, a thing is its n
-    thing_vectors; noun, its words 'a small red', one noun_vectors vector, '.'. things: the
+    thing_vectors; prefix, its n prefix_like_vectors; noun, its words 'a small red', one
+    noun_vectors vector, '.'. things: the
     slots' vectors, in order, instead of drawing them."""
     slots = [p for p in pieces if isinstance(p, Slot)]
     if things is None:
-        things = (noun_vectors(slots, width, gen, hardness) if form == "noun" else
-                  thing_vectors(slots, n, width, gen, hardness))
+        draw = {"noun": lambda: noun_vectors(slots, width, gen, hardness),
+                "prefix": lambda: prefix_like_vectors(slots, n, width, gen, hardness)}.get(
+                    form, lambda: thing_vectors(slots, n, width, gen, hardness))
+        things = draw()
     things = iter(things)
     ids, vectors, is_slot = [], [], []
 

@@ -12,7 +12,7 @@ from conftest import lm_args
 from checkpoint import read_log
 from data import WorldText, text_batch, train_tokenizer
 from gpt import GPT, GPTConfig
-from vector_things import VectorThings, embed_with_vectors, thing_vectors, vector_batch
+from vector_things import VectorThings, embed_with_vectors, prefix_like_vectors, thing_vectors, vector_batch
 from world.fewshot import HELD_BACK_NAMINGS, Slot
 from world.text import passage_binding_slots
 
@@ -50,6 +50,18 @@ def test_the_same_scene_gets_the_same_vectors_and_a_kind_its_own_cluster():
         near.append((v[0] - v[2]).norm())
         far.append((v[0] - v[3]).norm())
     assert sum(n < f for n, f in zip(near, far)) >= 45  # another apple is nearer than a car
+
+
+def test_prefix_like_things_share_all_slots_but_one_which_holds_the_kind():
+    gen = torch.Generator().manual_seed(0)
+    a1, a2, b = (world.lone_scene(random.Random(i), kind) for i, kind in ((1, "apple"), (2, "apple"), (3, "car")))
+    v = prefix_like_vectors([Slot(a1), Slot(a1), Slot(a2), Slot(b)], 4, 64, gen)
+    assert v[0].shape == (4, 64) and torch.equal(v[0], v[1])  # the same scene, the same vectors
+    cosine = torch.nn.functional.cosine_similarity
+    across = cosine(v[0], v[3], dim=-1)  # an apple's slots against a car's
+    kind = int(across.argmin())
+    assert all(across[i] > 0.9 for i in range(4) if i != kind)  # shared slots: 95% shared
+    assert cosine(v[0][kind], v[2][kind], dim=0) > across[kind]  # the kind slot: another apple is nearer
 
 
 def test_lower_hardness_brings_the_examples_of_a_kind_nearer():
