@@ -150,9 +150,9 @@ class VisionPrefix(nn.Module):
         if self.centred:
             prefix = prefix - self.mean_over_images(prefix)
         elif self.centred_slots:
-            centred = prefix - self.mean_over_images(prefix)
-            prefix = torch.cat([centred[:, i:i + 1] if i in self.centred_slots else prefix[:, i:i + 1]
-                                for i in range(self.n_prefix)], dim=1)
+            mean = self.mean_over_images(prefix)
+            prefix = prefix.clone()
+            prefix[:, self.centred_slots] -= mean[self.centred_slots]
         if self.token_rms is not None:
             prefix = self.token_rms * F.rms_norm(prefix, (self.lm_width,))
         if self.nearest:
