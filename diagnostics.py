@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 
 import world
-from frozen import frame_ids, is_image
+from frozen import is_image
 from gpt import apply_rope
+from prefix_levers import frame_ids
 from scoring import answer_embedded, score_binding
 from vector_things import VECTOR_GEOMETRIES, embed_with_vectors, noun_vectors, passage_tensors
 

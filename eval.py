@@ -59,8 +59,9 @@ import diagnostics
 import world
 from checkpoint import checkpoint_kind, load_for_text, load_frozen
 from data import InputError, black_images, encode_pieces, image_to_tensor
-from frozen import caption_targets, frame_ids, framed_word, visual_word_map
+from frozen import caption_targets
 from plots import plot_log, plot_results
+from prefix_levers import frame_ids, framed_word, visual_word_map
 from scoring import (answer_text, answer_text_episodes, binding_cell, copy_score, exact_match, normalize_answer,
                      score_binding, seed_interval, stop_ids, summarize)
 from tables import find, print_comparison, print_model_tables, print_text_binding
@@ -183,7 +184,7 @@ def describe_training(ckpt):
     lm = "from scratch" if t["lm_init"] == "scratch" else "fine-tuned" if t["finetune_lm"] else "frozen"
     images = "black images" if t["blind"] else f"{t['data']} images"
     block = ""
-    if f.get("lm_block", "none") != "none":  # Pang et al. 2024's variant (frozen.LMBlockLayer)
+    if f.get("lm_block", "none") != "none":  # Pang et al. 2024's variant (vision.LMBlockLayer)
         block = f", LM block {f['lm_block']} ({f['lm_block_mode']}) in the encoder"
     return f"step {ckpt['step']}, n={f['n_prefix']}, {f['image_size']} px, LM {lm}{block}, trained on {images}"
 
@@ -511,12 +512,12 @@ def nearest_table(subject, protocol, per_kind=4, k=5):
 
 def visual_word_table(subject, protocol, ways=2, inner_shots=5, n_mean=512):
     """The ladder's prefix rung, and the same episodes with each image's prefix followed by a
-    visual word the model was not trained with (frozen.framed_word: ' a <w>.', w the image's
+    visual word the model was not trained with (prefix_levers.framed_word: ' a <w>.', w the image's
     features less their mean over n_mean training scenes, through the fixed random map). A probe:
     only inference changes. Would a part that sets images apart, as distinct words are apart
     (README, "What the LM can match"), let the LM bind?"""
     vision, lm, tok = subject.model.vision, subject.model.lm, subject.tokenizer
-    if vision.visual_word:
+    if subject.model.config.visual_word:
         raise InputError(f"{subject.ckpt}: --task visual-word adds a visual word to a model without one "
                          f"(this one was trained with --visual-word)")
     scenes = world.World(protocol.seed, subject.image_size, "train", length=n_mean)

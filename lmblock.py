@@ -6,7 +6,7 @@ Their finding (ImageNet, ViT-S): putting a frozen LLaMA block between the ViT an
 with a trainable linear layer on each side, raises accuracy (80.1 -> 80.7), while an MLP of the
 same size (80.4), the same block fine-tuned (78.9) or randomly initialised (76.9) does not. Here
 the task is the world's kinds from single-object pictures, the encoder the NF-ResNet, the block
-one of the stage-lm GPT's (frozen.LMBlockLayer):
+one of the stage-lm GPT's (vision.LMBlockLayer):
 
   python lmblock.py train --lm-ckpt out/lm.pt --lm-block last --out-dir out/lmblock/frozen
   python lmblock.py train --lm-block none --out-dir out/lmblock/none      # the encoder alone
@@ -33,7 +33,8 @@ from checkpoint import load_checkpoint, load_lm, save_checkpoint
 from common import (RunConfig, StepLog, add_dataclass_args, build_config, is_due, lr_at, make_optimizer, open_log,
                     restore, resume_from, run_record, seed_step, set_lr, setup_runtime, usable_workers)
 from data import InputError, StepBatches, image_to_tensor
-from frozen import FrozenConfig, VisualFeatures
+from frozen import FrozenConfig
+from vision import VisualFeatures
 from nfresnet import adaptive_grad_clip
 from scoring import seed_interval
 from tables import header
@@ -82,7 +83,7 @@ class WorldKinds(torch.utils.data.Dataset):
 
 
 class KindClassifier(nn.Module):
-    """frozen.VisualFeatures (the NF-ResNet, with the LM block when asked) and a linear head."""
+    """vision.VisualFeatures (the NF-ResNet, with the LM block when asked) and a linear head."""
 
     def __init__(self, config, n_classes, lm=None):
         super().__init__()

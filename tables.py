@@ -132,7 +132,7 @@ def fmt_seeds(cell):
 def print_visual_word(rows, out):
     out("A visual word added at inference only (a probe): the ladder's episodes through the visual prefixes, "
         "and with each prefix followed by ' a <w>.', w the image's centred features through a fixed random map "
-        "(frozen.framed_word; the model was trained without it).\n")
+        "(prefix_levers.framed_word; the model was trained without it).\n")
     header(out, "kinds", "ways", "inner shots", "visual prefixes", "and a visual word", "answer is a support name")
     for r in rows:
         plain, word = r["visual prefixes"], r["visual prefixes and a visual word"]

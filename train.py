@@ -35,9 +35,10 @@ from common import (RunConfig, StepLog, add_dataclass_args, build_config, choose
                     seed_step, set_lr, setup_runtime, usable_workers, warn_if_gpu_preset_on_cpu)
 from data import (CaptionCollate, FileText, InputError, StepBatches, Tokenizer, WorldCaptionRows, WorldText,
                   black_images, caption_dataset, file_hash, text_batch, train_tokenizer)
-from frozen import Frozen, FrozenConfig, frame_ids
+from frozen import Frozen, FrozenConfig
 from gpt import GPT, GPTConfig
 from nfresnet import adaptive_grad_clip
+from prefix_levers import LeverPrefix, frame_ids
 from scoring import text_icl_scores
 from vector_things import VectorThings, embed_with_vectors, vector_batch, vector_binding_score
 from world import TextMix
@@ -346,17 +347,24 @@ def build_frozen(cfg, frozen_cfg, device):
         raise InputError(f"--lm-init must be pretrained or scratch, got {cfg.lm_init!r}")
     train_lm = cfg.finetune_lm or cfg.lm_init == "scratch"
     model = Frozen(lm, frozen_cfg, train_lm=train_lm).to(device)
+    if isinstance(model.vision, LeverPrefix):
+        set_lever_words(model.vision, frozen_cfg, tokenizer, lm)
+    return model, tokenizer, lm_path, lm_lr
+
+
+def set_lever_words(vision, frozen_cfg, tokenizer, lm):
+    """What prefix_levers.py's levers read of the LM's words: --prefix-words' start, the visual
+    word's frame, the words a word slot may not be."""
     if frozen_cfg.prefix_words:
         ids = tokenizer.encode(" " + frozen_cfg.prefix_words)
         if len(ids) < frozen_cfg.n_prefix:
             raise InputError(f"--prefix-words {frozen_cfg.prefix_words!r} is {len(ids)} token(s), fewer than "
                              f"--n-prefix {frozen_cfg.n_prefix}")
-        model.vision.start_at_words(ids, lm.wte.weight)
+        vision.start_at_words(ids, lm.wte.weight)
     if frozen_cfg.visual_word:
-        model.vision.frame_visual_word(*frame_ids(tokenizer), lm.wte.weight)
-    if model.vision.words is not None:  # --prefix-scale vocab or words: only words the LM has read
-        model.vision.exclude_words([tokenizer.eot_id, tokenizer.pad_id, *range(tokenizer.vocab_size, lm.config.vocab_size)])
-    return model, tokenizer, lm_path, lm_lr
+        vision.frame_visual_word(*frame_ids(tokenizer), lm.wte.weight)
+    if vision.words is not None:  # --prefix-scale vocab or words: only words the LM has read
+        vision.exclude_words([tokenizer.eot_id, tokenizer.pad_id, *range(tokenizer.vocab_size, lm.config.vocab_size)])
 
 
 def start_encoder_from(model, path, lm_hash):

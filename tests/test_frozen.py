@@ -327,14 +327,14 @@ def test_a_checkpoint_config_with_unknown_fields_is_refused_by_name():
 def test_prefix_words_start_every_image_at_those_words_in_order():
     lm = tiny_frozen().lm
     table = lm.wte.weight
-    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=4, image_size=32))
+    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=4, image_size=32, prefix_words="a big thing."))
     model.vision.start_at_words([3, 5, 7, 9], table)
     with torch.no_grad():
         model.vision.proj.weight.zero_()  # the map's image-dependent part, before it is trained
         prefix = model.vision(torch.randn(2, 3, 32, 32))
     assert torch.equal(prefix, table[[3, 5, 7, 9]].detach().expand(2, 4, 32))
     # more tokens than slots: n consecutive groups, each slot its group's mean embedding
-    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=2, image_size=32))
+    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=2, image_size=32, prefix_words="a big thing."))
     model.vision.start_at_words([1, 2, 3, 4, 5], table)
     expected = torch.cat([table[[1, 2, 3]].mean(0), table[[4, 5]].mean(0)])
     assert torch.allclose(model.vision.proj.bias, expected)

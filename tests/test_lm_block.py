@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import lmblock
-from frozen import FrozenConfig, LMBlockLayer, VisualFeatures
+from frozen import FrozenConfig
+from vision import LMBlockLayer, VisualFeatures
 from lmblock import KindClassifier
 from gpt import GPT, GPTConfig
 
