@@ -126,10 +126,12 @@ def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unfram
     slots' vectors, in order, instead of drawing them."""
     slots = [p for p in pieces if isinstance(p, Slot)]
     if things is None:
-        draw = {"noun": lambda: noun_vectors(slots, width, gen, hardness),
-                "prefix": lambda: prefix_like_vectors(slots, n, width, gen, hardness)}.get(
-                    form, lambda: thing_vectors(slots, n, width, gen, hardness))
-        things = draw()
+        if form == "noun":
+            things = noun_vectors(slots, width, gen, hardness)
+        elif form == "prefix":
+            things = prefix_like_vectors(slots, n, width, gen, hardness)
+        else:
+            things = thing_vectors(slots, n, width, gen, hardness)
     things = iter(things)
     ids, vectors, is_slot = [], [], []
 
