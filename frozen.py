@@ -3,8 +3,8 @@ Frozen (Tsimpoukelli et al. 2021, "Multimodal Few-Shot Learning with Frozen Lang
 
 A language model trained on text is frozen. A vision encoder (vision.py: an NF-ResNet, globally
 pooled, then a linear map) turns each image into n embeddings in the LM's input space, the *visual
-prefix* (Sec. 3.1, "Vision encoder"; n = 2 in the paper). It is trained with the frozen LM's captioning
-log-likelihood (Sec. 3.2):
+prefix* (Sec. 3.1, "Vision encoder"; n = 2 in the paper). It is trained with the frozen LM's
+captioning log-likelihood (Sec. 3.2):
 
     log p(y | x) = sum_l log p_LM(y_l | prefix(x), y_1, ..., y_{l-1}),
 

@@ -41,10 +41,11 @@ class LeverPrefix(VisionPrefix):
             self.token_rms = lm.embedding_rms().item()
         self.words, self.nearest = None, config.prefix_scale == "words"
         self.word_slots, self.fixed_slots = config.slots("word_slots"), config.slots("fixed_slots")
-        self.centred = config.prefix_scale == "centred"
-        self.centred_slots = config.slots("centred_slots")
+        # slots less their mean over images: every slot (--prefix-scale centred) or some (--centred-slots)
+        centred_all = config.prefix_scale == "centred"
+        self.centred_slots = list(range(self.n_prefix)) if centred_all else config.slots("centred_slots")
         self.sampled = config.word_choice == "gumbel" and bool(self.word_slots)  # drawn word slots, centred
-        if self.centred or self.centred_slots or self.sampled:  # as BatchNorm's mean: the batch's in training, a running one at inference
+        if self.centred_slots or self.sampled:  # as BatchNorm's mean: the batch's in training, a running one at inference
             self.register_buffer("slot_mean", torch.zeros(self.n_prefix, lm_width))
         if self.fixed_slots:  # the words they keep, set by start_at_words
             self.register_buffer("fixed_words", torch.zeros(len(self.fixed_slots), lm_width))
@@ -68,9 +69,7 @@ class LeverPrefix(VisionPrefix):
     def forward(self, images):
         features = self.features(images)  # (B, E)
         prefix = self.proj(features).view(-1, self.n_prefix, self.lm_width)  # (B, n, D)
-        if self.centred:
-            prefix = prefix - self.mean_over_images(prefix)
-        elif self.centred_slots:
+        if self.centred_slots:
             mean = self.mean_over_images(prefix)
             prefix = prefix.clone()
             prefix[:, self.centred_slots] -= mean[self.centred_slots]

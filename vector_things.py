@@ -122,8 +122,7 @@ def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unfram
     (L, width), the slot's vectors there and zeros on text; is_slot (L,). Text after anything gets
     a leading space, as data.encode_pieces joins pieces. form: unframed, a thing is its n
     thing_vectors; prefix, its n prefix_like_vectors; noun, its words 'a small red', one
-    noun_vectors vector, '.'. things: the
-    slots' vectors, in order, instead of drawing them."""
+    noun_vectors vector, '.'. things: the slots' vectors, in order, instead of drawing them."""
     slots = [p for p in pieces if isinstance(p, Slot)]
     if things is None:
         if form == "noun":
