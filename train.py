@@ -18,9 +18,10 @@ DistributedDataParallel, each process taking its own rows of every batch; only r
 
 import argparse
 import contextlib
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -74,6 +75,9 @@ class LMConfig(RunConfig):
     # shared by the passage's things (README, "What the LM can match"); prefix: n_vectors vectors,
     # all but one the same for the passage's things, as a visual prefix's slots are
     vector_form: str = "unframed"
+    # a stage-lm checkpoint whose weights and tokenizer this run starts from, with its own mix and
+    # schedule: a curriculum (the corpus first, then a lever's passages; README's levers)
+    init_lm: str = ""
 
     def __post_init__(self):
         if self.vector_form not in ("unframed", "noun", "prefix"):
@@ -207,9 +211,15 @@ def text_source(cfg, tokenizer, block_size, split):
 
 
 def prepare_tokenizer(cfg, model_cfg, rt):
-    """Train the BPE on the corpus (rank 0), or reuse the one beside the checkpoint on resume."""
+    """Train the BPE on the corpus (rank 0), or reuse the one beside the checkpoint on resume, or
+    copy --init-lm's."""
     path = Path(cfg.out_dir) / "tokenizer.json"
-    if not (cfg.resume and path.exists()) and rt.master:
+    if cfg.init_lm and not (cfg.resume and path.exists()) and rt.master:
+        source = Path(cfg.init_lm).parent / "tokenizer.json"
+        if not source.exists():
+            raise InputError(f"{cfg.init_lm}: --init-lm has no tokenizer.json beside it")
+        shutil.copyfile(source, path)
+    elif not (cfg.resume and path.exists()) and rt.master:
         source = text_source(cfg, None, model_cfg.block_size, "train")
         print(f"training a {model_cfg.vocab_size}-token BPE on {cfg.tokenizer_chars:,} chars of text")
         train_tokenizer(source.sample_texts(cfg.tokenizer_chars), model_cfg.vocab_size, path)
@@ -244,6 +254,21 @@ def evaluate_lm(model, tokenizer, val_text, cfg, rt):
     return metrics
 
 
+def start_lm_from(model, model_cfg, tokenizer, path):
+    """Load another stage-lm run's weights (--init-lm) into a fresh model of the same shape."""
+    try:
+        ckpt = load_checkpoint(path, "lm")
+    except InputError as e:
+        raise InputError(f"--init-lm {e}") from None
+    check_tokenizer(ckpt, tokenizer, path)
+    diffs = [f"{k} {v} here, {ckpt['model_config'].get(k)} there" for k, v in asdict(model_cfg).items()
+             if ckpt["model_config"].get(k) != v]
+    if diffs:
+        raise InputError(f"{path}: --init-lm is another model than this run's ({'; '.join(diffs)})")
+    model.load_state_dict(ckpt["model"])
+    print(f"LM weights from {path} (step {ckpt['step']})")
+
+
 def lm_inputs(model, text, things, step, rows, n_things, device):
     """A micro-batch of stage lm: the model's inputs and the targets. With --vector-things its
     first n_things rows are binding passages with vector things, given as input embeddings."""
@@ -276,6 +301,8 @@ def train_lm(cfg, model_cfg):
     start_step = restore(ckpt, model, optimizer, ckpt_path)
     if already_done(start_step, cfg, ckpt_path):
         return model, tokenizer
+    if cfg.init_lm and not start_step:
+        start_lm_from(model, model_cfg, tokenizer, Path(cfg.init_lm))
     if rt.master:
         print(f"GPT: {model.num_params() / 1e6:.2f}M parameters, {model_cfg}")
     log = open_log(out / "lm_log.txt", start_step, rt)

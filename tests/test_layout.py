@@ -2,6 +2,7 @@
 circle; world/'s chapters import only the chapters before them; imports sit at the top."""
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,3 +64,14 @@ def test_world_chapters_import_only_earlier_chapters():
 def test_library_imports_are_at_the_top():
     for name, path in module_files().items():
         assert not imports_of(path, inner_only=True), (name, imports_of(path, inner_only=True))
+
+
+def test_every_relative_link_in_the_docs_names_a_file_that_exists():
+    """README and the results files link to one another: a link to a moved or deleted file fails."""
+    broken = []
+    for doc in [REPO / "README.md", *(REPO / "docs").rglob("*.md")]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            path = target.split("#")[0]
+            if path and "://" not in path and not (doc.parent / path).exists():
+                broken.append(f"{doc.relative_to(REPO)}: {target}")
+    assert not broken, broken

@@ -206,3 +206,28 @@ def test_word_things_flag_weights_the_word_phrase_passages_of_the_corpus():
 
 def test_shape_things_flag_weights_the_shaped_passages_of_the_corpus():
     assert train.text_source(train.LMConfig(shape_things=0.15), None, 64, "train").mix.binding_shapes == 0.15
+
+
+def test_init_lm_starts_from_another_runs_weights_and_tokenizer(corpus, lm_dir, tmp_path, capsys):
+    """--init-lm (a curriculum): a fresh run starts from the given LM's weights and tokenizer, on
+    its own schedule."""
+    first = checkpoint.load_checkpoint(lm_dir / "lm.pt", "lm")
+    train.main(tiny_args(corpus, tmp_path / "b", 2, "--init-lm", str(lm_dir / "lm.pt")))
+    assert f"LM weights from {lm_dir / 'lm.pt'} (step 8)" in capsys.readouterr().out
+    assert (tmp_path / "b" / "tokenizer.json").read_bytes() == (lm_dir / "tokenizer.json").read_bytes()
+    second = checkpoint.load_checkpoint(tmp_path / "b" / "lm.pt", "lm")
+    assert second["step"] == 2 and second["tokenizer_hash"] == first["tokenizer_hash"]
+    moved = [k for k in first["model"] if not torch.equal(first["model"][k], second["model"][k])]
+    assert moved  # it trained on from there
+    fresh_loss = checkpoint.read_log(lm_dir / "lm_log.txt")[0]["loss"]
+    assert checkpoint.read_log(tmp_path / "b" / "lm_log.txt")[0]["loss"] < fresh_loss
+
+
+def test_init_lm_refuses_another_shape_or_a_missing_tokenizer(corpus, lm_dir, tmp_path):
+    with pytest.raises(SystemExit, match=r"--init-lm is another model than this run's \(n_layer 3 here, 2 there"):
+        train.main(tiny_args(corpus, tmp_path / "a", 2, "--init-lm", str(lm_dir / "lm.pt"), "--n-layer", "3"))
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "lm.pt").write_bytes((lm_dir / "lm.pt").read_bytes())
+    with pytest.raises(SystemExit, match="--init-lm has no tokenizer.json beside it"):
+        train.main(tiny_args(corpus, tmp_path / "b", 2, "--init-lm", str(lone / "lm.pt")))
