@@ -214,12 +214,13 @@ def prepare_tokenizer(cfg, model_cfg, rt):
     """Train the BPE on the corpus (rank 0), or reuse the one beside the checkpoint on resume, or
     copy --init-lm's."""
     path = Path(cfg.out_dir) / "tokenizer.json"
-    if cfg.init_lm and not (cfg.resume and path.exists()) and rt.master:
+    fresh = not (cfg.resume and path.exists()) and rt.master
+    if fresh and cfg.init_lm:
         source = Path(cfg.init_lm).parent / "tokenizer.json"
         if not source.exists():
             raise InputError(f"{cfg.init_lm}: --init-lm has no tokenizer.json beside it")
         shutil.copyfile(source, path)
-    elif not (cfg.resume and path.exists()) and rt.master:
+    elif fresh:
         source = text_source(cfg, None, model_cfg.block_size, "train")
         print(f"training a {model_cfg.vocab_size}-token BPE on {cfg.tokenizer_chars:,} chars of text")
         train_tokenizer(source.sample_texts(cfg.tokenizer_chars), model_cfg.vocab_size, path)
