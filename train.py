@@ -30,7 +30,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import check_tokenizer, load_checkpoint, load_lm, save_checkpoint, state_dict_of, trains_lm
+from checkpoint import (check_tokenizer, config_differences, load_checkpoint, load_lm, save_checkpoint, state_dict_of,
+                        trains_lm)
 from common import (RunConfig, StepLog, add_dataclass_args, build_config, choose_cpu_attention, decay_groups,
                     is_due, lr_at, make_optimizer, open_log, resolve_compile, restore, resume_from, run_record,
                     seed_step, set_lr, setup_runtime, usable_workers, warn_if_gpu_preset_on_cpu)
@@ -262,8 +263,7 @@ def start_lm_from(model, model_cfg, tokenizer, path):
     except InputError as e:
         raise InputError(f"--init-lm {e}") from None
     check_tokenizer(ckpt, tokenizer, path)
-    diffs = [f"{k} {v} here, {ckpt['model_config'].get(k)} there" for k, v in asdict(model_cfg).items()
-             if ckpt["model_config"].get(k) != v]
+    diffs = config_differences(ckpt["model_config"], asdict(model_cfg), cls=GPTConfig)
     if diffs:
         raise InputError(f"{path}: --init-lm is another model than this run's ({'; '.join(diffs)})")
     model.load_state_dict(ckpt["model"])

@@ -224,7 +224,7 @@ def test_init_lm_starts_from_another_runs_weights_and_tokenizer(corpus, lm_dir, 
 
 
 def test_init_lm_refuses_another_shape_or_a_missing_tokenizer(corpus, lm_dir, tmp_path):
-    with pytest.raises(SystemExit, match=r"--init-lm is another model than this run's \(n_layer 3 here, 2 there"):
+    with pytest.raises(SystemExit, match=r"--init-lm is another model than this run's \(n_layer: checkpoint 2, now 3\)"):
         train.main(tiny_args(corpus, tmp_path / "a", 2, "--init-lm", str(lm_dir / "lm.pt"), "--n-layer", "3"))
     lone = tmp_path / "lone"
     lone.mkdir()
