@@ -34,10 +34,10 @@ from common import (RunConfig, StepLog, add_dataclass_args, build_config, is_due
                     restore, resume_from, run_record, seed_step, set_lr, setup_runtime, usable_workers)
 from data import InputError, StepBatches, image_to_tensor
 from frozen import FrozenConfig
-from vision import VisualFeatures
 from nfresnet import adaptive_grad_clip
 from scoring import seed_interval
 from tables import header
+from vision import VisualFeatures
 
 # Pang et al. 2024, Table 1 (ImageNet top-1, ViT-S): the finding this study re-makes
 PAPER = {"none": 80.1, "frozen-block": 80.7, "mlp": 80.4, "finetuned-block": 78.9, "random-block": 76.9}

@@ -20,7 +20,8 @@ class VisionPrefix(nn.Module):
 
     def __init__(self, config, lm_width, lm=None, n_learned=None):
         super().__init__()
-        self.n_prefix, self.lm_width = n_learned or config.n_prefix, lm_width
+        self.n_prefix = config.n_prefix if n_learned is None else n_learned  # learned slots
+        self.lm_width = lm_width
         self.features = VisualFeatures(config, lm)
         E = self.features.num_features
         self.proj = nn.Linear(E, self.n_prefix * lm_width)
