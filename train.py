@@ -72,6 +72,9 @@ class LMConfig(RunConfig):
     # binding passages whose things drop their article or full stop (world/text.py: passage_binding_shapes)
     shape_things: float = 0.0
     vector_hardness: float = 1.0  # scales the kinds' overlap and the examples' noise (vector_things.py)
+    # noun and prefix forms: copies of a kind are alike at least this share of the way from the
+    # kinds' shared part to identical (vector_things.noun_vectors); lower, the LM meets nearer kinds
+    vector_within: float = 0.5
     # unframed: a vector thing is n_vectors vectors; noun: 'a small red <v>.', one vector, most of it
     # shared by the passage's things (README, "What the LM can match"); prefix: n_vectors vectors,
     # all but one the same for the passage's things, as a visual prefix's slots are
@@ -83,6 +86,8 @@ class LMConfig(RunConfig):
     def __post_init__(self):
         if self.vector_form not in ("unframed", "noun", "prefix"):
             raise ValueError(f"--vector-form must be unframed, noun or prefix, got {self.vector_form!r}")
+        if not 0 <= self.vector_within < 1:
+            raise ValueError(f"--vector-within must be in [0, 1), got {self.vector_within}")
 
 
 @dataclass
@@ -311,7 +316,7 @@ def train_lm(cfg, model_cfg):
     things, n_things = None, 0
     if cfg.vector_things:
         things = VectorThings(tokenizer, model_cfg.block_size, cfg.n_vectors, model_cfg.n_embd, cfg.seed,
-                              hardness=cfg.vector_hardness, form=cfg.vector_form)
+                              hardness=cfg.vector_hardness, form=cfg.vector_form, within=cfg.vector_within)
         n_things = round(cfg.vector_things * cfg.batch_size)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * rt.world_size * model_cfg.block_size
     step_log = StepLog(log, start_step, tokens_per_step, "tok/s")

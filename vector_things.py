@@ -78,16 +78,17 @@ def geometry_vectors(kinds, count, geometry, width, generator):
     return vectors
 
 
-def noun_vectors(slots, width, gen, hardness=1.0, geometry=None, kinds=None):
+def noun_vectors(slots, width, gen, hardness=1.0, geometry=None, kinds=None, within=0.5):
     """One vector (1, width) for each Slot, in order, for the form 'a small red <v>.', drawn by
     geometry_vectors (the kinds' vectors in the order of `kinds`, by default sorted). Without a
     `geometry`, one is drawn per passage: a part shared by the passage's kinds of cosine `between`
-    in [0, 0.95) (times hardness), and copies of a kind alike at `within`, halfway or more from
-    between to 1: so the LM meets things that share most of their vector, as visual prefixes do,
-    and must match on what differs."""
+    in [0, 0.95) (times hardness), and copies of a kind alike at a cosine at least the share
+    `within` of the way from between to 1 (by default halfway): so the LM meets things that share
+    most of their vector, as visual prefixes do, and must match on what differs."""
     if geometry is None:
         between = hardness * 0.95 * torch.rand((), generator=gen).item()
-        geometry = (between, between + (1 - between) * (0.5 + 0.5 * torch.rand((), generator=gen).item()))
+        share = within + (1 - within) * torch.rand((), generator=gen).item()
+        geometry = (between, between + (1 - between) * share)
     of_slot = [slot.scene.objects[0].kind for slot in slots]
     vectors = geometry_vectors(kinds or sorted(set(of_slot)), len(slots), geometry, width, gen)
     used = dict.fromkeys(vectors, 0)
@@ -98,7 +99,7 @@ def noun_vectors(slots, width, gen, hardness=1.0, geometry=None, kinds=None):
     return out
 
 
-def prefix_like_vectors(slots, n, width, gen, hardness=1.0):
+def prefix_like_vectors(slots, n, width, gen, hardness=1.0, within=0.5):
     """n vectors (n, width) for each Slot, laid out as a trained visual prefix is (README, "What
     else a prefix lacks"): n - 1 slots nearly the same for every thing of the passage (a vector
     drawn per passage, 5% noise of each thing's own), and one, the kind's, at a position drawn per
@@ -106,7 +107,7 @@ def prefix_like_vectors(slots, n, width, gen, hardness=1.0):
     match on that one slot and pass over the others, as it would over a prefix's shared slots."""
     shared = torch.randn(n, width, generator=gen)
     kind_slot = int(torch.randint(n, (), generator=gen))
-    nouns = noun_vectors(slots, width, gen, hardness)
+    nouns = noun_vectors(slots, width, gen, hardness, within=within)
     examples, out = {}, []
     for slot, noun in zip(slots, nouns):
         if id(slot.scene) not in examples:
@@ -117,18 +118,19 @@ def prefix_like_vectors(slots, n, width, gen, hardness=1.0):
     return out
 
 
-def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unframed", things=None):
+def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unframed", things=None, within=0.5):
     """Pieces (strings and Slots) -> ids (L,), pad_id at each slot's vector positions; vectors
     (L, width), the slot's vectors there and zeros on text; is_slot (L,). Text after anything gets
     a leading space, as data.encode_pieces joins pieces. form: unframed, a thing is its n
     thing_vectors; prefix, its n prefix_like_vectors; noun, its words 'a small red', one
-    noun_vectors vector, '.'. things: the slots' vectors, in order, instead of drawing them."""
+    noun_vectors vector, '.'. things: the slots' vectors, in order, instead of drawing them.
+    within: how alike copies of a kind are at the least, for noun and prefix (noun_vectors)."""
     slots = [p for p in pieces if isinstance(p, Slot)]
     if things is None:
         if form == "noun":
-            things = noun_vectors(slots, width, gen, hardness)
+            things = noun_vectors(slots, width, gen, hardness, within=within)
         elif form == "prefix":
-            things = prefix_like_vectors(slots, n, width, gen, hardness)
+            things = prefix_like_vectors(slots, n, width, gen, hardness, within)
         else:
             things = thing_vectors(slots, n, width, gen, hardness)
     things = iter(things)
@@ -161,9 +163,10 @@ class VectorThings:
     """Stage-lm rows of binding passages with vector things. Row r of batch k is packed from its
     own passages (seeded by seed, split, k, r), end-of-text between them, like data.WorldText."""
 
-    def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train", hardness=1.0, form="unframed"):
+    def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train", hardness=1.0, form="unframed",
+                 within=0.5):
         self.tokenizer, self.block_size, self.n, self.width = tokenizer, block_size, n_vectors, width
-        self.hardness, self.form = hardness, form
+        self.hardness, self.form, self.within = hardness, form, within
         self.seed = seed if split == "train" else seed + 1_000_003
 
     def row(self, k, r):
@@ -174,7 +177,7 @@ class VectorThings:
         parts, length = [], 0
         while length < self.block_size + 1:
             parts += [passage_tensors(passage_binding_slots(rng), self.tokenizer, self.n, self.width, gen,
-                                      self.hardness, self.form),
+                                      self.hardness, self.form, within=self.within),
                       end_of_text]
             length += len(parts[-2][0]) + 1
         T = self.block_size + 1

@@ -78,6 +78,24 @@ def test_lower_hardness_brings_the_examples_of_a_kind_nearer():
     assert torch.equal(clean[0], clean[1])  # no noise: every example is its kind's prototype
 
 
+def test_a_lower_within_brings_the_kinds_nearer_each_other_than_copies_of_one_kind_are():
+    apple, other, car = (Slot(world.lone_scene(random.Random(i), kind)) for i, kind in ((1, "apple"), (2, "apple"), (3, "car")))
+
+    def margin(within):  # a copy of the kind against another kind, relative to how far from alike
+        gen, margins = torch.Generator().manual_seed(0), []
+        for _ in range(200):
+            v = torch.nn.functional.normalize(torch.cat(vector_things.noun_vectors([apple, other, car], 256, gen,
+                                                                                   within=within)), dim=-1)
+            margins.append(((v[0] @ v[1] - v[0] @ v[2]) / (1 - v[0] @ v[2])).item())
+        return torch.tensor(margins)
+
+    # halfway or more from between to 1, up to the sampling noise of 256-wide vectors
+    assert margin(0.5).quantile(0.05) > 0.45 and margin(0.5).mean() > 0.7
+    assert margin(0.1).quantile(0.05) < 0.3 and margin(0.1).mean() < margin(0.5).mean() - 0.1
+    with pytest.raises(SystemExit, match="--vector-within"):
+        train.main(["--stage", "lm", "--vector-within", "1"])
+
+
 def test_rows_hold_vectors_on_slots_only_and_no_loss_where_a_slot_comes_next(tokenizer):
     source = VectorThings(tokenizer, 128, 4, 16, seed=0)
     x, y, vectors, is_slot = vector_batch(source, 3, range(2))
