@@ -76,6 +76,8 @@ class FrozenConfig:
             if not all(i.isdigit() and int(i) < self.n_prefix for i in self._slot_strings(flag)):
                 raise ValueError(f"--{flag.replace('_', '-')} must be prefix slots below --n-prefix {self.n_prefix}, "
                                  f"comma-separated, got {getattr(self, flag)!r}")
+        if self.word_choice == "gumbel" and not self.word_slots.strip():
+            raise ValueError("--word-choice gumbel draws the --word-slots' words: give --word-slots too")
         if self.codebook and not (self.word_slots.strip() and self.word_choice == "gumbel"):
             raise ValueError("--codebook is what --word-slots draw from: give --word-slots and --word-choice gumbel too")
         if self.visual_word and (self.n_prefix < 4 or self.prefix_words or self.word_slots.strip()):

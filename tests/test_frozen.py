@@ -417,6 +417,8 @@ def test_codebook_word_slots_draw_one_of_the_encoders_own_vectors_and_train_them
     assert torch.equal(slot, codes[model.vision.cosine_to_words(slot[:, None]).argmax(-1)[:, 0]].detach())
     with pytest.raises(ValueError, match="--codebook is what --word-slots draw from"):
         FrozenConfig(n_prefix=4, codebook=8)
+    with pytest.raises(ValueError, match="--word-choice gumbel draws the --word-slots' words"):
+        FrozenConfig(n_prefix=4, word_choice="gumbel")
     with pytest.raises(ValueError, match="--codebook"):
         FrozenConfig(n_prefix=4, codebook=8, word_slots="2")  # nearest: the codes would get no gradient
 
