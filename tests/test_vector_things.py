@@ -79,13 +79,12 @@ def test_lower_hardness_brings_the_examples_of_a_kind_nearer():
 
 
 def test_a_lower_within_brings_the_kinds_nearer_each_other_than_copies_of_one_kind_are():
-    apple, other, car = (Slot(world.lone_scene(random.Random(i), kind)) for i, kind in ((1, "apple"), (2, "apple"), (3, "car")))
+    slots = [Slot(world.lone_scene(random.Random(i), kind)) for i, kind in ((1, "apple"), (2, "apple"), (3, "car"))]
 
     def margin(within):  # a copy of the kind against another kind, relative to how far from alike
         gen, margins = torch.Generator().manual_seed(0), []
         for _ in range(200):
-            v = torch.nn.functional.normalize(torch.cat(vector_things.noun_vectors([apple, other, car], 256, gen,
-                                                                                   within=within)), dim=-1)
+            v = torch.nn.functional.normalize(torch.cat(vector_things.noun_vectors(slots, 256, gen, within=within)), dim=-1)
             margins.append(((v[0] @ v[1] - v[0] @ v[2]) / (1 - v[0] @ v[2])).item())
         return torch.tensor(margins)
 
