@@ -44,7 +44,7 @@ class LeverPrefix(VisionPrefix):
         # slots less their mean over images: every slot (--prefix-scale centred) or some (--centred-slots)
         centred_all = config.prefix_scale == "centred"
         self.centred_slots = list(range(self.n_prefix)) if centred_all else config.slots("centred_slots")
-        self.sampled = config.word_choice == "gumbel" and bool(self.word_slots)  # drawn word slots, centred
+        self.sampled = config.word_choice == "gumbel"  # drawn word slots (FrozenConfig requires some), centred
         if self.centred_slots or self.sampled:  # as BatchNorm's mean: the batch's in training, a running one at inference
             self.register_buffer("slot_mean", torch.zeros(self.n_prefix, lm_width))
         if self.fixed_slots:  # the words they keep, set by start_at_words
