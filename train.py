@@ -79,6 +79,7 @@ class LMConfig(RunConfig):
     # shared by the passage's things (README, "What the LM can match"); prefix: n_vectors vectors,
     # all but one the same for the passage's things, as a visual prefix's slots are
     vector_form: str = "unframed"
+    vector_slot: int = -1  # prefix form: the kind's slot, the same in every passage (-1: drawn per passage)
     # a stage-lm checkpoint whose weights and tokenizer this run starts from, with its own mix and
     # schedule: a curriculum (the corpus first, then a lever's passages; README's levers)
     init_lm: str = ""
@@ -88,6 +89,14 @@ class LMConfig(RunConfig):
             raise ValueError(f"--vector-form must be unframed, noun or prefix, got {self.vector_form!r}")
         if not 0 <= self.vector_within < 1:
             raise ValueError(f"--vector-within must be in [0, 1), got {self.vector_within}")
+        if not -1 <= self.vector_slot < self.n_vectors:
+            raise ValueError(f"--vector-slot must be -1 (drawn) or a slot below --n-vectors {self.n_vectors}, "
+                             f"got {self.vector_slot}")
+
+    @property
+    def kind_slot(self):
+        """The prefix-like things' kind slot for vector_things: None, drawn per passage, or fixed."""
+        return None if self.vector_slot < 0 else self.vector_slot
 
 
 @dataclass
@@ -255,7 +264,7 @@ def evaluate_lm(model, tokenizer, val_text, cfg, rt):
     if cfg.icl_episodes and cfg.vector_things:
         for ways in (2, 5):
             cell = vector_binding_score(model, tokenizer, cfg.icl_episodes, cfg.n_vectors, ways=ways, inner_shots=1,
-                                        hardness=cfg.vector_hardness, form=cfg.vector_form)
+                                        hardness=cfg.vector_hardness, form=cfg.vector_form, kind_slot=cfg.kind_slot)
             metrics[f"vec{ways}"] = cell["acc"]
     model.train()
     return metrics
@@ -316,7 +325,8 @@ def train_lm(cfg, model_cfg):
     things, n_things = None, 0
     if cfg.vector_things:
         things = VectorThings(tokenizer, model_cfg.block_size, cfg.n_vectors, model_cfg.n_embd, cfg.seed,
-                              hardness=cfg.vector_hardness, form=cfg.vector_form, within=cfg.vector_within)
+                              hardness=cfg.vector_hardness, form=cfg.vector_form, within=cfg.vector_within,
+                              kind_slot=cfg.kind_slot)
         n_things = round(cfg.vector_things * cfg.batch_size)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * rt.world_size * model_cfg.block_size
     step_log = StepLog(log, start_step, tokens_per_step, "tok/s")

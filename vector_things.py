@@ -99,14 +99,16 @@ def noun_vectors(slots, width, gen, hardness=1.0, geometry=None, kinds=None, wit
     return out
 
 
-def prefix_like_vectors(slots, n, width, gen, hardness=1.0, within=0.5):
+def prefix_like_vectors(slots, n, width, gen, hardness=1.0, within=0.5, kind_slot=None):
     """n vectors (n, width) for each Slot, laid out as a trained visual prefix is (README, "What
     else a prefix lacks"): n - 1 slots nearly the same for every thing of the passage (a vector
-    drawn per passage, 5% noise of each thing's own), and one, the kind's, at a position drawn per
-    passage, a noun_vectors vector (a part shared by the kinds, copies of a kind alike). The LM must
-    match on that one slot and pass over the others, as it would over a prefix's shared slots."""
+    drawn per passage, 5% noise of each thing's own), and one, the kind's, a noun_vectors vector (a
+    part shared by the kinds, copies of a kind alike), at position `kind_slot` (None: drawn per
+    passage). The LM must match on that one slot and pass over the others, as it would over a
+    prefix's shared slots."""
     shared = torch.randn(n, width, generator=gen)
-    kind_slot = int(torch.randint(n, (), generator=gen))
+    drawn = int(torch.randint(n, (), generator=gen))  # drawn even when fixed: the other draws stay as they were
+    kind_slot = drawn if kind_slot is None else kind_slot
     nouns = noun_vectors(slots, width, gen, hardness, within=within)
     examples, out = {}, []
     for slot, noun in zip(slots, nouns):
@@ -118,19 +120,21 @@ def prefix_like_vectors(slots, n, width, gen, hardness=1.0, within=0.5):
     return out
 
 
-def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unframed", things=None, within=0.5):
+def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unframed", things=None, within=0.5,
+                    kind_slot=None):
     """Pieces (strings and Slots) -> ids (L,), pad_id at each slot's vector positions; vectors
     (L, width), the slot's vectors there and zeros on text; is_slot (L,). Text after anything gets
     a leading space, as data.encode_pieces joins pieces. form: unframed, a thing is its n
     thing_vectors; prefix, its n prefix_like_vectors; noun, its words 'a small red', one
     noun_vectors vector, '.'. things: the slots' vectors, in order, instead of drawing them.
-    within: how alike copies of a kind are at the least, for noun and prefix (noun_vectors)."""
+    within: how alike copies of a kind are at the least, for noun and prefix (noun_vectors);
+    kind_slot: the prefix form's kind slot, None drawn per passage (prefix_like_vectors)."""
     slots = [p for p in pieces if isinstance(p, Slot)]
     if things is None:
         if form == "noun":
             things = noun_vectors(slots, width, gen, hardness, within=within)
         elif form == "prefix":
-            things = prefix_like_vectors(slots, n, width, gen, hardness, within)
+            things = prefix_like_vectors(slots, n, width, gen, hardness, within, kind_slot)
         else:
             things = thing_vectors(slots, n, width, gen, hardness)
     things = iter(things)
@@ -164,9 +168,9 @@ class VectorThings:
     own passages (seeded by seed, split, k, r), end-of-text between them, like data.WorldText."""
 
     def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train", hardness=1.0, form="unframed",
-                 within=0.5):
+                 within=0.5, kind_slot=None):
         self.tokenizer, self.block_size, self.n, self.width = tokenizer, block_size, n_vectors, width
-        self.hardness, self.form, self.within = hardness, form, within
+        self.hardness, self.form, self.within, self.kind_slot = hardness, form, within, kind_slot
         self.seed = seed if split == "train" else seed + 1_000_003
 
     def row(self, k, r):
@@ -177,7 +181,7 @@ class VectorThings:
         parts, length = [], 0
         while length < self.block_size + 1:
             parts += [passage_tensors(passage_binding_slots(rng), self.tokenizer, self.n, self.width, gen,
-                                      self.hardness, self.form, within=self.within),
+                                      self.hardness, self.form, within=self.within, kind_slot=self.kind_slot),
                       end_of_text]
             length += len(parts[-2][0]) + 1
         T = self.block_size + 1
@@ -201,14 +205,15 @@ def embed_with_vectors(lm, ids, vectors, is_slot):
 
 @torch.no_grad()
 def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batch_size=50, hardness=1.0,
-                         form="unframed", **options):
+                         form="unframed", kind_slot=None, **options):
     """Binding through vector things: world's binding episodes (the paper's layout) with each
     image a Slot, filled as in training; the greedy answer scored as the image episodes are."""
     episodes = world.episodes("binding", n_episodes, split=split, as_slots=True, **options)
     gen = torch.Generator().manual_seed(row_seed(split, n_vectors, 9))
     device, sequences = lm.wte.weight.device, []
     for ep in episodes:
-        ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, hardness, form)
+        ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, hardness, form,
+                                                kind_slot=kind_slot)
         sequences.append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
     return score_binding(answer_embedded(lm, tokenizer, sequences, batch_size), episodes)
 

@@ -64,6 +64,19 @@ def test_prefix_like_things_share_all_slots_but_one_which_holds_the_kind():
     assert cosine(v[0][kind], v[2][kind], dim=0) > across[kind]  # the kind slot: another apple is nearer
 
 
+def test_a_fixed_kind_slot_holds_the_kind_in_every_passage_and_leaves_the_other_draws_as_they_were():
+    a1, b = (world.lone_scene(random.Random(i), kind) for i, kind in ((1, "apple"), (3, "car")))
+    cosine = torch.nn.functional.cosine_similarity
+    for seed in range(8):
+        drawn = prefix_like_vectors([Slot(a1), Slot(b)], 4, 64, torch.Generator().manual_seed(seed))
+        fixed = prefix_like_vectors([Slot(a1), Slot(b)], 4, 64, torch.Generator().manual_seed(seed), kind_slot=3)
+        assert int(cosine(fixed[0], fixed[1], dim=-1).argmin()) == 3  # the apple and the car differ there
+        drawn_slot = int(cosine(drawn[0], drawn[1], dim=-1).argmin())
+        assert torch.equal(fixed[0][3], drawn[0][drawn_slot])  # the same kind vector, moved
+    with pytest.raises(SystemExit, match="--vector-slot"):
+        train.main(["--stage", "lm", "--vector-slot", "4"])
+
+
 def test_lower_hardness_brings_the_examples_of_a_kind_nearer():
     apples = [Slot(world.lone_scene(random.Random(i), "apple")) for i in range(2)]
 
