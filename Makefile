@@ -44,8 +44,14 @@ endif
 PAPER_N ?= 1 4
 PAPER_LM_FLAGS ?=
 PAPER_PREFIX_FLAGS ?=
-LM_RUN = $(PYTHON) train.py --stage lm --preset $(PRESET) --resume $(PAPER_LM_FLAGS)
-PREFIX_RUN = $(PYTHON) train.py --stage prefix --preset $(PRESET) --resume $(PAPER_PREFIX_FLAGS)
+# tiny: float32, as docs/paper/ was trained (--dtype auto would take bf16 autocast on a CPU with
+# bf16 arithmetic: faster, and not the committed figures; PAPER_DTYPE=auto for that); small: auto
+ifeq ($(PRESET),tiny)
+PAPER_DTYPE ?= float32
+endif
+PAPER_DTYPE ?= auto
+LM_RUN = $(PYTHON) train.py --stage lm --preset $(PRESET) --resume --dtype $(PAPER_DTYPE) $(PAPER_LM_FLAGS)
+PREFIX_RUN = $(PYTHON) train.py --stage prefix --preset $(PRESET) --resume --dtype $(PAPER_DTYPE) $(PAPER_PREFIX_FLAGS)
 ABLATIONS = frozen train-blind finetune-lm lm-scratch
 FLAGS_frozen =
 FLAGS_train-blind = --blind

@@ -55,10 +55,8 @@ process and torch (a few hundred MiB), and a later stage's number includes the e
 import argparse
 import dataclasses
 import json
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -69,79 +67,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gpt
 import train
-from common import bf16_attention_is_slower
+from common import bf16_attention_is_slower, cpu_bf16_flags, cpu_name, fastest_cpu_dtype
 from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
 
 # dense (non-sparse) bf16 tensor-core peak, TFLOP/s, NVIDIA datasheets; first match wins
 PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0)]
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # bf16 dot products; AMX tiles
-
-
-# ---------------------------------------------------------------------------------------------
-# the CPU: its name, its bf16 arithmetic, the autocast dtype that is fastest on it. Self-contained
-# (torch and the standard library only), so that a training script can take them over.
-
-
-def cpu_name():
-    """lscpu's "Model name", else /proc/cpuinfo's "model name", else what platform knows."""
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    for line in cpuinfo_lines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def cpuinfo_lines():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return f.read().splitlines()
-    except OSError:  # not Linux
-        return []
-
-
-def cpu_bf16_flags():
-    """{flag: bool} for the bf16 features of CPU_BF16_FLAGS, from /proc/cpuinfo's flags (all False
-    where there is no /proc/cpuinfo)."""
-    flags = set()
-    for line in cpuinfo_lines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return {flag: flag in flags for flag in CPU_BF16_FLAGS}
-
-
-def fastest_cpu_dtype(step, steps=2, rounds=3):
-    """Time step() under CPU autocast in float32 (no autocast) and bfloat16, in turns, after one
-    untimed call each; return (the faster dtype, {dtype: seconds per step}). The seconds are each
-    dtype's fastest round: on a shared machine noise only ever adds time, so the fastest round is
-    the best estimate of the machine's speed.
-
-    step: a callable without arguments doing one training step (forward, backward, optimizer),
-    without an autocast of its own. It trains what it trains: give it a model whose weights do
-    not matter, or a copy.
-    """
-    def run(dtype):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            step()
-
-    dtypes = (torch.float32, torch.bfloat16)
-    for dtype in dtypes:
-        run(dtype)  # untimed: the allocator, oneDNN's kernel choice, a compile for this dtype
-    seconds = {dtype: [] for dtype in dtypes}
-    for _ in range(rounds):
-        for dtype in dtypes:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                run(dtype)
-            seconds[dtype].append((time.perf_counter() - t0) / steps)
-    fastest = {dtype: min(s) for dtype, s in seconds.items()}
-    return min(fastest, key=fastest.get), fastest
 
 
 # ---------------------------------------------------------------------------------------------

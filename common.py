@@ -7,8 +7,11 @@ the per-interval log line. Each stage's loop itself is written out in its script
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
+import platform
+import subprocess
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -107,6 +110,11 @@ class Runtime:
     def master(self):
         return self.rank == 0
 
+    @property
+    def precision(self):
+        """'float32' or 'bfloat16', as --dtype names it and checkpoints record it."""
+        return str(self.dtype).removeprefix("torch.")
+
     def autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
@@ -114,7 +122,9 @@ class Runtime:
 
 
 def setup_runtime(device="auto", dtype="auto"):
-    """Pick the device and precision; join the process group when launched by torchrun."""
+    """Pick the device and precision (auto: bf16 on CUDA, float32 on a CPU, where train.py's
+    stages then measure whether bf16 pays: choose_precision); join the process group when
+    launched by torchrun."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if device == "auto":
@@ -164,6 +174,110 @@ def bf16_attention_is_slower(batch, n_head, T, head_dim, rounds=3):
             run(dtype)
             seconds[dtype].append(time.perf_counter() - t0)
     return min(seconds[torch.bfloat16]) > min(seconds[torch.float32])
+
+
+# the CPU: its name, its bf16 arithmetic, the autocast dtype that is fastest on it (train.py's
+# --dtype auto and bench.py's)
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # bf16 dot products; AMX tiles
+# --dtype auto keeps bf16 only this much faster than float32: the same step timed twice on these
+# 2-core machines differs by up to ~10%, and a choice that flips between runs would make a
+# command train differently from one run to the next on one machine
+AUTO_BF16_MIN_SPEEDUP = 1.15
+
+
+def cpu_name():
+    """lscpu's "Model name", else /proc/cpuinfo's "model name", else what platform knows."""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for line in cpuinfo_lines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpuinfo_lines():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read().splitlines()
+    except OSError:  # not Linux
+        return []
+
+
+def cpu_bf16_flags():
+    """{flag: bool} for the bf16 features of CPU_BF16_FLAGS, from /proc/cpuinfo's flags (all False
+    where there is no /proc/cpuinfo)."""
+    flags = set()
+    for line in cpuinfo_lines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {flag: flag in flags for flag in CPU_BF16_FLAGS}
+
+
+def fastest_cpu_dtype(step, steps=2, rounds=3):
+    """Time step() under CPU autocast in float32 (no autocast) and bfloat16, in turns, after one
+    untimed call each; return (the faster dtype, {dtype: seconds per step}). The seconds are each
+    dtype's fastest round: on a shared machine noise only ever adds time, so the fastest round is
+    the best estimate of the machine's speed.
+
+    step: a callable without arguments doing one training step (forward, backward, optimizer),
+    without an autocast of its own. It trains what it trains: give it a model whose weights do
+    not matter, or a copy.
+    """
+    def run(dtype):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            step()
+
+    dtypes = (torch.float32, torch.bfloat16)
+    for dtype in dtypes:
+        run(dtype)  # untimed: the allocator, oneDNN's kernel choice, a compile for this dtype
+    seconds = {dtype: [] for dtype in dtypes}
+    for _ in range(rounds):
+        for dtype in dtypes:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                run(dtype)
+            seconds[dtype].append((time.perf_counter() - t0) / steps)
+    fastest = {dtype: min(s) for dtype, s in seconds.items()}
+    return min(fastest, key=fastest.get), fastest
+
+
+def choose_precision(rt, asked, trial_step, attention, recorded=None):
+    """The stage's autocast precision; rt with it set. --dtype float32 or bfloat16 as asked; auto:
+    bf16 on CUDA, and on a CPU bf16 autocast only where the CPU has bf16 arithmetic (CPU_BF16_FLAGS)
+    and the stage's own training step, trial_step() (forward and backward, weights untouched),
+    measures AUTO_BF16_MIN_SPEEDUP x faster in it (a Zen 4: ~1.5x at the tiny preset; emulated
+    elsewhere, 0.07-0.4x). A resumed run keeps the precision its checkpoint recorded; several
+    processes on a CPU stay float32 (each would measure its own). attention: (batch, lm_config,
+    T) for choose_cpu_attention. Prints the choice and why."""
+    reason = None
+    if asked == "auto" and rt.device.type == "cpu":
+        if recorded:
+            asked, reason = recorded, "as the checkpoint resumed from recorded"
+        elif rt.world_size > 1 or not any(cpu_bf16_flags().values()):
+            asked, reason = "float32", "several processes" if rt.world_size > 1 else "no bf16 arithmetic on this CPU"
+    if asked != "auto" or rt.device.type != "cpu":  # setup_runtime's choice, or the one asked
+        rt = dataclasses.replace(rt, dtype=getattr(torch, asked)) if asked != "auto" else rt
+        choose_cpu_attention(rt, *attention)
+        if reason and rt.master:
+            print(f"precision (--dtype auto): {rt.precision}, {reason}")
+        return rt
+    rt = dataclasses.replace(rt, dtype=torch.bfloat16)
+    choose_cpu_attention(rt, *attention)
+    with torch.random.fork_rng(devices=[]):
+        _, seconds = fastest_cpu_dtype(trial_step)
+    speedup = seconds[torch.float32] / seconds[torch.bfloat16]
+    if speedup < AUTO_BF16_MIN_SPEEDUP:
+        rt, gpt.float32_attention_on_cpu = dataclasses.replace(rt, dtype=torch.float32), False
+    if rt.master:
+        print(f"precision (--dtype auto): {rt.precision}; bf16 autocast measured {speedup:.2f}x float32's speed "
+              f"at this stage's step on this CPU (kept at {AUTO_BF16_MIN_SPEEDUP}x or more)")
+    return rt
 
 
 def resolve_compile(flag, device):
@@ -238,7 +352,7 @@ def run_record(cfg, model_config, rt, model_key="model_config"):
     """What a checkpoint stores about its run: the configs, and the global batch (rows per
     optimizer step, whatever the processes and micro-steps)."""
     return {"train_config": asdict(cfg), model_key: asdict(model_config),
-            "global_batch": cfg.batch_size * cfg.grad_accum * rt.world_size}
+            "global_batch": cfg.batch_size * cfg.grad_accum * rt.world_size, "precision": rt.precision}
 
 
 def resume_from(path, kind, cfg, model_config, rt, model_key="model_config"):

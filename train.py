@@ -32,12 +32,12 @@ from tqdm import tqdm
 
 from checkpoint import (check_tokenizer, config_differences, load_checkpoint, load_lm, save_checkpoint, state_dict_of,
                         trains_lm)
-from common import (RunConfig, StepLog, add_dataclass_args, build_config, choose_cpu_attention, decay_groups,
+from common import (RunConfig, StepLog, add_dataclass_args, build_config, choose_precision, decay_groups,
                     is_due, lr_at, make_optimizer, open_log, resolve_compile, restore, resume_from, run_record,
                     seed_step, set_lr, setup_runtime, usable_workers, warn_if_gpu_preset_on_cpu)
 from data import (CaptionCollate, FileText, InputError, StepBatches, Tokenizer, WorldCaptionRows, WorldText,
                   black_images, caption_dataset, file_hash, text_batch, train_tokenizer)
-from frozen import Frozen, FrozenConfig
+from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
 from nfresnet import adaptive_grad_clip
 from prefix_levers import LeverPrefix, frame_ids
@@ -167,6 +167,15 @@ def wrap_for_training(model, cfg, rt):
     if rt.world_size > 1:
         train_model = DDP(train_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     return train_model
+
+
+def trial_step(model, loss):
+    """One forward and backward of loss() (the stage's loss on fixed random data), its gradients
+    dropped, so the weights stay as they are: what --dtype auto times (common.choose_precision)."""
+    def step():
+        loss().backward()
+        model.zero_grad(set_to_none=True)
+    return step
 
 
 def sync_unless_last(train_model, micro, grad_accum):
@@ -307,10 +316,13 @@ def train_lm(cfg, model_cfg):
     val_text = text_source(cfg, tokenizer, model_cfg.block_size, "val")
 
     model = GPT(model_cfg).to(rt.device)
-    choose_cpu_attention(rt, cfg.batch_size, model_cfg, model_cfg.block_size)
     optimizer = make_optimizer(decay_groups(model.parameters(), cfg.weight_decay), cfg, rt.device)
     ckpt_path = out / "lm.pt"
     ckpt = resume_from(ckpt_path, "lm", cfg, model_cfg, rt)
+    tokens = torch.randint(model_cfg.vocab_size, (cfg.batch_size, model_cfg.block_size),
+                           generator=torch.Generator().manual_seed(0)).to(rt.device)
+    rt = choose_precision(rt, cfg.dtype, trial_step(model, lambda: model(tokens, targets=tokens)[1]),
+                          (cfg.batch_size, model_cfg, model_cfg.block_size), ckpt and ckpt.get("precision"))
     if ckpt:
         check_tokenizer(ckpt, tokenizer, ckpt_path)
     start_step = restore(ckpt, model, optimizer, ckpt_path)
@@ -493,6 +505,19 @@ def evaluate_prefix(model, val_set, collate, cfg, rt):
     return {"val_loss": sum(losses) / len(losses)}
 
 
+CAPTION_TOKENS = 16  # about a world caption's length, for the shapes stage prefix's precision is measured at
+
+
+def prefix_trial_loss(model, batch, frozen_cfg, device, caption_len):
+    """The captioning loss on fixed random images and captions, for --dtype auto's trial steps."""
+    gen = torch.Generator().manual_seed(0)
+    S = frozen_cfg.image_size
+    images = torch.randn(batch, 3, S, S, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+    captions = torch.randint(2, model.lm.config.vocab_size, (batch, caption_len), generator=gen).tolist()
+    inputs, targets = (t.to(device) for t in caption_targets(captions, frozen_cfg.n_prefix, eot_id=0, pad_id=1))
+    return lambda: model(images, inputs, targets)
+
+
 def train_prefix(cfg, frozen_cfg):
     rt = setup_runtime(cfg.device, cfg.dtype)
     torch.manual_seed(cfg.seed)
@@ -503,11 +528,14 @@ def train_prefix(cfg, frozen_cfg):
     # channels-last convolutions: faster on GPUs and on CPUs alike (oneDNN; 1.2-1.4x on the tiny
     # encoder's forward and backward on a 2-core AMD EPYC)
     model.vision.to(memory_format=torch.channels_last)
-    # attention over the prefix and a caption of about 16 tokens
-    choose_cpu_attention(rt, cfg.batch_size, model.lm.config, frozen_cfg.n_prefix + 16)
     optimizer = make_optimizer(prefix_param_groups(model, cfg, lm_lr), cfg, rt.device)
     ckpt_path = out / "prefix.pt"
     ckpt = resume_from(ckpt_path, "prefix", cfg, frozen_cfg, rt, model_key="frozen_config")
+    trial = prefix_trial_loss(model, cfg.batch_size, frozen_cfg, rt.device, CAPTION_TOKENS)
+    # attention over the prefix and a caption
+    rt = choose_precision(rt, cfg.dtype, trial_step(model, trial),
+                          (cfg.batch_size, model.lm.config, frozen_cfg.n_prefix + CAPTION_TOKENS),
+                          ckpt and ckpt.get("precision"))
     if ckpt and ckpt["lm_hash"] != lm_hash:
         raise InputError(f"{ckpt_path}: was trained against another LM checkpoint than {lm_path}")
     start_step = restore(ckpt, model, optimizer, ckpt_path, strict=False)  # the frozen LM is not in it

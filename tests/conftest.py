@@ -8,6 +8,15 @@ from PIL import Image, ImageDraw
 
 torch.set_num_threads(1)  # predictable on 2 cores, also beside the 2-process DDP test
 
+
+@pytest.fixture(autouse=True)
+def float32_on_every_cpu(monkeypatch):
+    """--dtype auto trains in float32 in the tests, as on a CPU without bf16 arithmetic: the same
+    code paths and tolerances on every CPU kind (test_train_lm.py tests the measured choice)."""
+    import common
+
+    monkeypatch.setattr(common, "cpu_bf16_flags", lambda: dict.fromkeys(common.CPU_BF16_FLAGS, False))
+
 WORDS = "the a red blue green small big apple car bird sits flies on under near tree house".split()
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
 

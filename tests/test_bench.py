@@ -28,7 +28,7 @@ def test_every_stage_reports_rates_flops_memory_and_the_machine(capsys):
     assert results["lm"]["unit"] == "tok/s" and results["prefix"]["unit"] == "pairs/s"
     assert results["lm"]["tflops"] > 0 and results["prefix"]["tflops"] > 0
     assert results["ratios"]["KV cache / none"] > 0
-    assert results["machine"]["cpu"] and set(results["machine"]["cpu_bf16"]) == set(bench.CPU_BF16_FLAGS)
+    assert results["machine"]["cpu"] and set(results["machine"]["cpu_bf16"]) == set(common.CPU_BF16_FLAGS)
     # --dtype auto on a CPU: every stage measured both and ran in the one it picked, and measured
     # which attention is faster under bf16
     assert set(results["dtype_choice"]) == {"lm", "prefix", "sample"}
@@ -41,7 +41,7 @@ def test_every_stage_reports_rates_flops_memory_and_the_machine(capsys):
 def test_the_table_prints_ratios_and_the_cpu_first(capsys):
     bench.main([*TINY, "--stage", "sample", "--dtype", "float32"])
     lines = capsys.readouterr().out.splitlines()
-    assert bench.cpu_name() in lines[0]
+    assert common.cpu_name() in lines[0]
     assert lines[1].strip().startswith("KV cache / none:")
 
 
@@ -81,7 +81,7 @@ def test_fastest_cpu_dtype_times_both_and_picks_the_faster():
         if calls[-1] == torch.bfloat16:
             torch.randn(300, 300) @ torch.randn(300, 300)
 
-    dtype, seconds = bench.fastest_cpu_dtype(step, steps=1, rounds=2)
+    dtype, seconds = common.fastest_cpu_dtype(step, steps=1, rounds=2)
     assert set(seconds) == {torch.float32, torch.bfloat16} and calls.count(torch.bfloat16) == 3
     assert dtype == torch.float32 == min(seconds, key=seconds.get)
 
