@@ -50,6 +50,10 @@ class FrozenConfig:
     codebook: int = 0  # K > 0: word slots drawn (gumbel) from K vectors of the encoder's own
     centred_slots: str = ""  # slots ("3") centred as prefix_scale "centred" centres all, the others free
     visual_word: bool = False  # the prefix's last three slots ' a <w>.', w the image's visual word
+    # a lever, off by default: in training, Gaussian noise of this std (times the LM's token rms) on
+    # every prefix vector, a noisy channel that the captions must be read through, so that what sets
+    # one image's caption apart from another's must lie far apart in the prefix; none at inference
+    prefix_noise: float = 0.0
 
     CHOICES = dict(encoder=tuple(ENCODER_PRESETS), encoder_shortcut=("avgpool", "strided"),
                    prefix_scale=("free", "token", "centred", "vocab", "words"),
@@ -87,6 +91,8 @@ class FrozenConfig:
             raise ValueError("--fixed-slots keeps slots at their --prefix-words words: give --prefix-words too")
         if self.centred_slots.strip() and self.prefix_scale != "token":
             raise ValueError("--centred-slots centres slots before token scale: give --prefix-scale token")
+        if self.prefix_noise < 0:
+            raise ValueError(f"--prefix-noise is a standard deviation, >= 0, got {self.prefix_noise}")
         if not (self.lm_block in ("none", "last") or self.lm_block.isdigit()):
             raise ValueError(f"--lm-block must be none, last or a block number, got {self.lm_block!r}")
 
@@ -108,6 +114,7 @@ class Frozen(nn.Module):
             # keeps its dropout off too, so the LM computes exactly the function it learned.
             self.lm.requires_grad_(False)
         self.vision = vision_prefix(config, lm)
+        self.noise_std = config.prefix_noise * lm.embedding_rms().item()
 
     def train(self, mode=True):
         super().train(mode)
@@ -130,6 +137,8 @@ class Frozen(nn.Module):
         standing at the inputs' IMAGE_SLOT positions, in order.
         """
         prefix = self.vision(images)  # (B, n, D)
+        if self.training and self.noise_std:
+            prefix = prefix + self.noise_std * torch.randn_like(prefix)
         if caption_inputs.shape == targets.shape:  # captions in a row
             slots = (caption_inputs == IMAGE_SLOT).unsqueeze(-1)  # (R, T, 1)
             embeds = self.lm.embed(caption_inputs.clamp(min=0))  # (R, T, D)

@@ -43,6 +43,26 @@ def test_the_lm_is_frozen_at_construction_and_stays_in_eval_mode():
     assert torch.equal(model.lm(ids)[0], model.lm(ids)[0])
 
 
+def test_prefix_noise_is_drawn_in_training_only_at_the_asked_share_of_the_token_rms():
+    torch.manual_seed(0)
+    lm = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32))
+    model = Frozen(lm, FrozenConfig(encoder="tiny", n_prefix=2, image_size=32, prefix_noise=0.5))
+    seen = []
+    model.lm.forward = lambda embeds, targets: seen.append(embeds[:, :2].detach()) or (None, embeds.sum())
+    images, (inputs, targets) = torch.randn(64, 3, 32, 32), caption_targets([[5]] * 64, 2, eot_id=1, pad_id=0)
+    model.eval()
+    model(images, inputs, targets)
+    model(images, inputs, targets)
+    assert torch.equal(seen[0], seen[1])  # no noise at inference
+    model.train()
+    model(images, inputs, targets)
+    noise = seen[2] - model.vision.eval()(images)
+    rms = noise.pow(2).mean().sqrt() / lm.embedding_rms()
+    assert rms.item() == pytest.approx(0.5, rel=0.05)
+    with pytest.raises(ValueError, match="--prefix-noise"):
+        FrozenConfig(prefix_noise=-1)
+
+
 def test_caption_targets_put_minus_100_on_prefix_and_padding():
     inputs, targets = caption_targets([[5, 6, 7], [8]], n_prefix=2, eot_id=1, pad_id=0)
     assert inputs.tolist() == [[5, 6, 7], [8, 0, 0]]
