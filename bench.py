@@ -276,10 +276,10 @@ def bench_lm(args, rt):
     x = torch.randint(model_cfg.vocab_size, (B, T), device=rt.device)
     y = torch.randint(model_cfg.vocab_size, (B, T), device=rt.device)
     models = {"lm": GPT, "lm_baseline": PlainGPT} if args.baseline else {"lm": GPT}
-    contenders, described, flops = {}, {}, {}
+    contenders, described, flops, built = {}, {}, {}, {}
     for name, cls in models.items():
         torch.manual_seed(0)
-        model = cls(model_cfg).to(rt.device).train()
+        model = built[name] = cls(model_cfg).to(rt.device).train()
         variants = {name: args.compile}
         if args.compile and args.baseline:
             variants[name + "_eager"] = False
@@ -288,13 +288,26 @@ def bench_lm(args, rt):
             described[variant] = (f"{'baseline: plain ' if cls is PlainGPT else ''}{describe_gpt(model)}, T {T}"
                                   f"{', compiled' if compiled else ''}")
             flops[variant] = gpt_flops_per_token(model, T) * B * T
+    if args.baseline_fp32:  # the plain GPT as written, without autocast, whatever ours runs in
+        step = lm_step(built["lm_baseline"], x, y, cfg, rt.device, False)
+        contenders["lm_baseline_fp32"] = without_autocast(step, rt.device)
+        described["lm_baseline_fp32"], flops["lm_baseline_fp32"] = described["lm_baseline"], flops["lm_baseline"]
     head_dim = model_cfg.n_embd // model_cfg.n_head
     rt, choice = stage_runtime(args, rt, contenders["lm"], (B, model_cfg.n_head, T, head_dim))
     reset_peak_memory(rt.device)
     timed = time_in_turns(contenders, rt, args.steps, args.rounds, args.warmup, args.profile)
     rows = {name: result(args, rt, "lm", described[name], B, B * T / step_s, "tok/s", step_s, warmup_s, flops[name])
             for name, (step_s, warmup_s) in timed.items()}
+    if "lm_baseline_fp32" in rows:
+        rows["lm_baseline_fp32"]["dtype"] = "float32"
     return rows, choice
+
+
+def without_autocast(step, device):
+    def step_in_float32():
+        with torch.autocast(device.type, enabled=False):
+            step()
+    return step_in_float32
 
 
 def bench_prefix(args, rt):
@@ -375,6 +388,7 @@ def ratios_of(rows):
             ratios[name] = rows[a]["rate"] / rows[b]["rate"]
 
     ratio("lm / baseline", "lm", "lm_baseline")
+    ratio("lm / baseline in float32", "lm", "lm_baseline_fp32")
     ratio("lm compiled / baseline eager", "lm", "lm_baseline_eager")
     ratio("lm eager / baseline eager", "lm_eager", "lm_baseline_eager")
     ratio("lm compiled / lm eager", "lm", "lm_eager")
@@ -442,6 +456,8 @@ def parse_args(argv):
                              "auto: the faster, measured (gpt.float32_attention_on_cpu)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training models, and the decoding step")
     parser.add_argument("--baseline", action="store_true", help="stage lm: time a plain GPT of the same size too")
+    parser.add_argument("--baseline-fp32", action="store_true",
+                        help="stage lm: --baseline, and the plain GPT in float32 too (no autocast) whatever ours is in")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="rows per training step (default: the preset's, per stage)")
     parser.add_argument("--caption-len", type=int, default=16, help="caption tokens per image (prefix)")
@@ -456,7 +472,9 @@ def parse_args(argv):
     # every model field, as in train.py: --block-size, --n-embd, --encoder, --image-size, ...
     train.add_dataclass_args(parser, GPTConfig, "GPT (all stages; default: the preset's)")
     train.add_dataclass_args(parser, FrozenConfig, "Frozen (stage prefix; default: the preset's)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.baseline = args.baseline or args.baseline_fp32
+    return args
 
 
 def main(argv=None):

@@ -53,6 +53,21 @@ def test_baseline_runs_in_the_same_dtype_and_gives_the_ratio():
     assert results["ratios"]["lm / baseline"] > 0
 
 
+def test_baseline_fp32_times_the_plain_gpt_without_autocast_beside_ours_in_bf16(monkeypatch):
+    autocast_in_plain = []
+    forward = bench.PlainGPT.forward
+
+    def watched(self, *args, **kwargs):
+        autocast_in_plain.append(torch.is_autocast_enabled("cpu"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(bench.PlainGPT, "forward", watched)
+    results = bench.main([*TINY, "--stage", "lm", "--baseline-fp32", "--dtype", "bfloat16", "--rounds", "1"])
+    assert results["lm"]["dtype"] == results["lm_baseline"]["dtype"] == "bfloat16"
+    assert results["lm_baseline_fp32"]["dtype"] == "float32" and results["ratios"]["lm / baseline in float32"] > 0
+    assert True in autocast_in_plain and False in autocast_in_plain  # the same-dtype row, and the float32 one
+
+
 def test_profile_prints_each_contenders_busiest_ops(capsys):
     bench.main([*TINY, "--stage", "lm", "--baseline", "--dtype", "float32", "--profile", "5"])
     err = capsys.readouterr().err
