@@ -143,7 +143,7 @@ def setup_runtime(device="auto", dtype="auto"):
     return Runtime(device, getattr(torch, dtype), rank, world_size)
 
 
-def choose_cpu_attention(rt, batch, lm_config, T):
+def choose_cpu_attention(rt, batch, lm_config, T, quiet=False):
     """Under bf16 autocast on a CPU, run attention in float32 where this CPU's bf16 attention is
     the slower (CPUs without AMX: 2.1x at 16 x 128 positions on a Zen 4; gpt.py's
     float32_attention_on_cpu), measured at the stage's shape: batch rows of T positions through
@@ -152,8 +152,12 @@ def choose_cpu_attention(rt, batch, lm_config, T):
         return
     head_dim = lm_config.n_embd // lm_config.n_head
     gpt.float32_attention_on_cpu = bf16_attention_is_slower(batch, lm_config.n_head, T, head_dim)
-    if rt.master:
-        print(f"bf16 on a CPU: attention in {'float32' if gpt.float32_attention_on_cpu else 'bf16'} (measured faster)")
+    if rt.master and not quiet:
+        print(f"bf16 on a CPU: attention in {cpu_attention_dtype()} (measured faster)")
+
+
+def cpu_attention_dtype():
+    return "float32" if gpt.float32_attention_on_cpu else "bf16"
 
 
 def bf16_attention_is_slower(batch, n_head, T, head_dim, rounds=3):
@@ -268,15 +272,16 @@ def choose_precision(rt, asked, trial_step, attention, recorded=None):
             print(f"precision (--dtype auto): {rt.precision}, {reason}")
         return rt
     rt = dataclasses.replace(rt, dtype=torch.bfloat16)
-    choose_cpu_attention(rt, *attention)
+    choose_cpu_attention(rt, *attention, quiet=True)  # said below, if bf16 is kept
     with torch.random.fork_rng(devices=[]):
         _, seconds = fastest_cpu_dtype(trial_step)
     speedup = seconds[torch.float32] / seconds[torch.bfloat16]
     if speedup < AUTO_BF16_MIN_SPEEDUP:
         rt, gpt.float32_attention_on_cpu = dataclasses.replace(rt, dtype=torch.float32), False
     if rt.master:
-        print(f"precision (--dtype auto): {rt.precision}; bf16 autocast measured {speedup:.2f}x float32's speed "
-              f"at this stage's step on this CPU (kept at {AUTO_BF16_MIN_SPEEDUP}x or more)")
+        attention = f", attention in {cpu_attention_dtype()} (measured faster)" if rt.dtype == torch.bfloat16 else ""
+        print(f"precision (--dtype auto): {rt.precision}{attention}; bf16 autocast measured {speedup:.2f}x float32's "
+              f"speed at this stage's step on this CPU (kept at {AUTO_BF16_MIN_SPEEDUP}x or more)")
     return rt
 
 

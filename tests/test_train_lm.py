@@ -240,7 +240,7 @@ def test_init_lm_refuses_another_shape_or_a_missing_tokenizer(corpus, lm_dir, tm
 def bf16_cpu(monkeypatch):
     """A CPU with bf16 arithmetic, whatever this one has."""
     monkeypatch.setattr(common, "cpu_bf16_flags", lambda: dict.fromkeys(common.CPU_BF16_FLAGS, True))
-    monkeypatch.setattr(common, "choose_cpu_attention", lambda rt, *shape: None)
+    monkeypatch.setattr(common, "choose_cpu_attention", lambda rt, *shape, quiet=False: None)
 
 
 def timed_as(monkeypatch, bf16_speedup):
