@@ -7,14 +7,13 @@ the per-interval log line. Each stage's loop itself is written out in its script
 
 import argparse
 import contextlib
-import dataclasses
 import math
 import os
 import platform
 import subprocess
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.distributed as dist
@@ -266,18 +265,18 @@ def choose_precision(rt, asked, trial_step, attention, recorded=None):
         elif rt.world_size > 1 or not any(cpu_bf16_flags().values()):
             asked, reason = "float32", "several processes" if rt.world_size > 1 else "no bf16 arithmetic on this CPU"
     if asked != "auto" or rt.device.type != "cpu":  # setup_runtime's choice, or the one asked
-        rt = dataclasses.replace(rt, dtype=getattr(torch, asked)) if asked != "auto" else rt
+        rt = replace(rt, dtype=getattr(torch, asked)) if asked != "auto" else rt
         choose_cpu_attention(rt, *attention)
         if reason and rt.master:
             print(f"precision (--dtype auto): {rt.precision}, {reason}")
         return rt
-    rt = dataclasses.replace(rt, dtype=torch.bfloat16)
+    rt = replace(rt, dtype=torch.bfloat16)
     choose_cpu_attention(rt, *attention, quiet=True)  # said below, if bf16 is kept
     with torch.random.fork_rng(devices=[]):
         _, seconds = fastest_cpu_dtype(trial_step)
     speedup = seconds[torch.float32] / seconds[torch.bfloat16]
     if speedup < AUTO_BF16_MIN_SPEEDUP:
-        rt, gpt.float32_attention_on_cpu = dataclasses.replace(rt, dtype=torch.float32), False
+        rt, gpt.float32_attention_on_cpu = replace(rt, dtype=torch.float32), False
     if rt.master:
         attention = f", attention in {cpu_attention_dtype()} (measured faster)" if rt.dtype == torch.bfloat16 else ""
         print(f"precision (--dtype auto): {rt.precision}{attention}; bf16 autocast measured {speedup:.2f}x float32's "
