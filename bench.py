@@ -20,8 +20,8 @@ shared machine, a slow spell then hits all of them instead of one.
 
 --dtype auto (the default): bf16 on CUDA. On a CPU, bf16 autocast pays only where the CPU has
 bf16 arithmetic (avx512_bf16, AMX) and the model is big enough, so each stage times a few steps
-in float32 and in bf16 on this CPU, for the config at hand, and keeps the faster
-(`fastest_cpu_dtype`). Before that, on a CPU, it times causal attention at the stage's shape in
+in float32 and in bf16 on this CPU, for the config at hand, and keeps bf16 where it is 1.15x
+faster or more, as train.py does (`common.auto_cpu_dtype`). Before that, on a CPU, it times causal attention at the stage's shape in
 both dtypes (`bf16_attention_is_slower`): where bf16 loses (CPUs without AMX), gpt.py runs
 attention in float32 under bf16 autocast (--cpu-attention sets it by hand).
 
@@ -67,7 +67,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gpt
 import train
-from common import bf16_attention_is_slower, cpu_bf16_flags, cpu_name, fastest_cpu_dtype
+from common import AUTO_BF16_MIN_SPEEDUP, auto_cpu_dtype, bf16_attention_is_slower, cpu_bf16_flags, cpu_name, time_cpu_dtypes
 from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
 
@@ -182,8 +182,8 @@ def stage_runtime(args, rt, step, attention_shape):
             gpt.float32_attention_on_cpu = args.cpu_attention == "float32"
         choice["float32_attention"] = gpt.float32_attention_on_cpu
     if args.dtype == "auto" and rt.device.type == "cpu":
-        dtype, seconds = fastest_cpu_dtype(step)
-        rt = dataclasses.replace(rt, dtype=dtype)
+        seconds = time_cpu_dtypes(step)
+        rt = dataclasses.replace(rt, dtype=auto_cpu_dtype(seconds))
         choice["bf16_over_fp32"] = seconds[torch.float32] / seconds[torch.bfloat16]
         choice["measure_s"] = time.perf_counter() - t0  # with --compile, the compiles for both dtypes
     return rt, choice
@@ -419,7 +419,8 @@ def print_report(results):
     for stage, choice in results["dtype_choice"].items():
         line = f"  {stage}: "
         if "bf16_over_fp32" in choice:
-            line += f"bf16 measured {choice['bf16_over_fp32']:.2f}x fp32's speed ({choice['measure_s']:.0f} s) -> "
+            line += (f"bf16 measured {choice['bf16_over_fp32']:.2f}x fp32's speed ({choice['measure_s']:.0f} s; kept at "
+                     f"{AUTO_BF16_MIN_SPEEDUP}x or more) -> ")
         line += choice["dtype"]
         if choice["dtype"] == "bfloat16":
             line += ", attention in " + ("float32 (measured faster)" if choice["float32_attention"] else "bf16")

@@ -179,8 +179,8 @@ def bf16_attention_is_slower(batch, n_head, T, head_dim, rounds=3):
     return min(seconds[torch.bfloat16]) > min(seconds[torch.float32])
 
 
-# the CPU: its name, its bf16 arithmetic, the autocast dtype that is fastest on it (train.py's
-# --dtype auto and bench.py's)
+# the CPU: its name, its bf16 arithmetic, the autocast dtype --dtype auto keeps on it (in train.py
+# and bench.py alike)
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # bf16 dot products; AMX tiles
 # --dtype auto keeps bf16 only this much faster than float32: the same step timed twice on these
@@ -222,11 +222,10 @@ def cpu_bf16_flags():
     return {flag: flag in flags for flag in CPU_BF16_FLAGS}
 
 
-def fastest_cpu_dtype(step, steps=2, rounds=3):
+def time_cpu_dtypes(step, steps=2, rounds=3):
     """Time step() under CPU autocast in float32 (no autocast) and bfloat16, in turns, after one
-    untimed call each; return (the faster dtype, {dtype: seconds per step}). The seconds are each
-    dtype's fastest round: on a shared machine noise only ever adds time, so the fastest round is
-    the best estimate of the machine's speed.
+    untimed call each; return {dtype: seconds per step}, each dtype's fastest round: on a shared
+    machine noise only ever adds time, so the fastest round is the best estimate of its speed.
 
     step: a callable without arguments doing one training step (forward, backward, optimizer),
     without an autocast of its own. It trains what it trains: give it a model whose weights do
@@ -246,8 +245,14 @@ def fastest_cpu_dtype(step, steps=2, rounds=3):
             for _ in range(steps):
                 run(dtype)
             seconds[dtype].append((time.perf_counter() - t0) / steps)
-    fastest = {dtype: min(s) for dtype, s in seconds.items()}
-    return min(fastest, key=fastest.get), fastest
+    return {dtype: min(s) for dtype, s in seconds.items()}
+
+
+def auto_cpu_dtype(seconds):
+    """What --dtype auto keeps on a CPU from time_cpu_dtypes' seconds, in train.py and bench.py
+    alike: bf16 autocast only where it is AUTO_BF16_MIN_SPEEDUP x faster than float32."""
+    speedup = seconds[torch.float32] / seconds[torch.bfloat16]
+    return torch.bfloat16 if speedup >= AUTO_BF16_MIN_SPEEDUP else torch.float32
 
 
 def choose_precision(rt, asked, trial_step, attention, recorded=None):
@@ -273,9 +278,9 @@ def choose_precision(rt, asked, trial_step, attention, recorded=None):
     rt = replace(rt, dtype=torch.bfloat16)
     choose_cpu_attention(rt, *attention, quiet=True)  # said below, if bf16 is kept
     with torch.random.fork_rng(devices=[]):
-        _, seconds = fastest_cpu_dtype(trial_step)
+        seconds = time_cpu_dtypes(trial_step)
     speedup = seconds[torch.float32] / seconds[torch.bfloat16]
-    if speedup < AUTO_BF16_MIN_SPEEDUP:
+    if auto_cpu_dtype(seconds) == torch.float32:
         rt, gpt.float32_attention_on_cpu = replace(rt, dtype=torch.float32), False
     if rt.master:
         attention = f", attention in {cpu_attention_dtype()} (measured faster)" if rt.dtype == torch.bfloat16 else ""

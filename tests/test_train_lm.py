@@ -244,14 +244,14 @@ def bf16_cpu(monkeypatch):
 
 
 def timed_as(monkeypatch, bf16_speedup):
-    """fastest_cpu_dtype measuring bf16 at bf16_speedup x float32's speed; the calls it got."""
+    """time_cpu_dtypes measuring bf16 at bf16_speedup x float32's speed; the calls it got."""
     calls = []
 
     def fake(step):
         calls.append(step)
-        return None, {torch.float32: 1.0, torch.bfloat16: 1.0 / bf16_speedup}
+        return {torch.float32: 1.0, torch.bfloat16: 1.0 / bf16_speedup}
 
-    monkeypatch.setattr(common, "fastest_cpu_dtype", fake)
+    monkeypatch.setattr(common, "time_cpu_dtypes", fake)
     return calls
 
 
