@@ -21,9 +21,10 @@ shared machine, a slow spell then hits all of them instead of one.
 --dtype auto (the default): bf16 on CUDA. On a CPU, bf16 autocast pays only where the CPU has
 bf16 arithmetic (avx512_bf16, AMX) and the model is big enough, so each stage times a few steps
 in float32 and in bf16 on this CPU, for the config at hand, and keeps bf16 where it is 1.15x
-faster or more, as train.py does (`common.auto_cpu_dtype`). Before that, on a CPU, it times causal attention at the stage's shape in
-both dtypes (`bf16_attention_is_slower`): where bf16 loses (CPUs without AMX), gpt.py runs
-attention in float32 under bf16 autocast (--cpu-attention sets it by hand).
+faster or more, as train.py does (`common.auto_cpu_dtype`). Before that, on a CPU, it times
+causal attention at the stage's shape in both dtypes (`bf16_attention_is_slower`): where bf16
+loses (every CPU measured so far, one with AMX included), gpt.py runs attention in float32 under
+bf16 autocast (--cpu-attention sets it by hand).
 
 --baseline (stage lm): a plain GPT of the same size, written for the comparison below
 (`PlainGPT`: learned absolute positions, causal SDPA, nothing else), is timed in the same run with
@@ -67,7 +68,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gpt
 import train
-from common import AUTO_BF16_MIN_SPEEDUP, auto_cpu_dtype, bf16_attention_is_slower, cpu_bf16_flags, cpu_name, time_cpu_dtypes
+from common import (AUTO_BF16_MIN_SPEEDUP, auto_cpu_dtype, bf16_attention_is_slower, cpu_bf16_flags, cpu_name,
+                    time_cpu_dtypes)
 from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
 
@@ -419,8 +421,8 @@ def print_report(results):
     for stage, choice in results["dtype_choice"].items():
         line = f"  {stage}: "
         if "bf16_over_fp32" in choice:
-            line += (f"bf16 measured {choice['bf16_over_fp32']:.2f}x fp32's speed ({choice['measure_s']:.0f} s; kept at "
-                     f"{AUTO_BF16_MIN_SPEEDUP}x or more) -> ")
+            line += (f"bf16 measured {choice['bf16_over_fp32']:.2f}x fp32's speed ({choice['measure_s']:.0f} s; "
+                     f"kept at {AUTO_BF16_MIN_SPEEDUP}x or more) -> ")
         line += choice["dtype"]
         if choice["dtype"] == "bfloat16":
             line += ", attention in " + ("float32 (measured faster)" if choice["float32_attention"] else "bf16")

@@ -144,9 +144,9 @@ def setup_runtime(device="auto", dtype="auto"):
 
 def choose_cpu_attention(rt, batch, lm_config, T, quiet=False):
     """Under bf16 autocast on a CPU, run attention in float32 where this CPU's bf16 attention is
-    the slower (CPUs without AMX: 2.1x at 16 x 128 positions on a Zen 4; gpt.py's
-    float32_attention_on_cpu), measured at the stage's shape: batch rows of T positions through
-    the heads of the GPT of lm_config. Elsewhere nothing changes."""
+    the slower (2.1x at 16 x 128 positions on a Zen 4; slower too at the tiny preset on an Intel
+    with AMX; gpt.py's float32_attention_on_cpu), measured at the stage's shape: batch rows of T
+    positions through the heads of the GPT of lm_config. Elsewhere nothing changes."""
     if rt.device.type != "cpu" or rt.dtype != torch.bfloat16:
         return
     head_dim = lm_config.n_embd // lm_config.n_head
@@ -161,7 +161,8 @@ def cpu_attention_dtype():
 
 def bf16_attention_is_slower(batch, n_head, T, head_dim, rounds=3):
     """Whether PyTorch's causal attention, forward and backward, at this shape is slower in bf16
-    than in float32 on this CPU (timed in turns, the fastest round of each; it is on CPUs without AMX)."""
+    than in float32 on this CPU (timed in turns, the fastest round of each; it was on every CPU
+    measured so far, an Intel with AMX included)."""
     inputs = {dtype: [torch.randn(batch, n_head, T, head_dim, dtype=dtype, requires_grad=True) for _ in range(3)]
               for dtype in (torch.bfloat16, torch.float32)}
 

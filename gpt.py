@@ -47,10 +47,11 @@ class GPTConfig:
     smear_keys: bool = False  # mix each key with the previous token's (Olsson et al. 2022), see below
 
 
-# PyTorch's bf16 attention kernel is the fast one on GPUs and on CPUs with AMX; on CPUs without
-# AMX it is slower than its float32 one (2.1x at 16 x 128 positions on a Zen 4). A property of
-# the machine, not of the model: a script that has measured it (bench.py) sets this to True, and
-# attention under bf16 autocast on a CPU then runs in float32, the rest of the model in bf16.
+# PyTorch's bf16 attention kernel is the fast one on GPUs; on the CPUs measured so far it is
+# slower than its float32 one (2.1x at 16 x 128 positions on a Zen 4; slower too on an Intel with
+# AMX at the tiny preset's shapes). A property of the machine, not of the model: a script that has
+# measured it (train.py, bench.py) sets this to True, and attention under bf16 autocast on a CPU
+# then runs in float32, the rest of the model in bf16.
 float32_attention_on_cpu = False
 
 
