@@ -4,7 +4,6 @@ the machine (no timing assertions: the machine is shared)."""
 import json
 
 import pytest
-
 import torch
 
 import bench
