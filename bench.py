@@ -68,8 +68,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gpt
 import train
-from common import (AUTO_BF16_MIN_SPEEDUP, auto_cpu_dtype, bf16_attention_is_slower, cpu_bf16_flags, cpu_name,
-                    time_cpu_dtypes)
+from common import (AUTO_BF16_MIN_SPEEDUP, auto_cpu_dtype, bf16_attention_is_slower, bf16_speedup, cpu_bf16_flags,
+                    cpu_name, time_cpu_dtypes)
 from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
 
@@ -184,9 +184,9 @@ def stage_runtime(args, rt, step, attention_shape):
             gpt.float32_attention_on_cpu = args.cpu_attention == "float32"
         choice["float32_attention"] = gpt.float32_attention_on_cpu
     if args.dtype == "auto" and rt.device.type == "cpu":
-        seconds = time_cpu_dtypes(step)
-        rt = dataclasses.replace(rt, dtype=auto_cpu_dtype(seconds))
-        choice["bf16_over_fp32"] = seconds[torch.float32] / seconds[torch.bfloat16]
+        speedup = bf16_speedup(time_cpu_dtypes(step))
+        rt = dataclasses.replace(rt, dtype=auto_cpu_dtype(speedup))
+        choice["bf16_over_fp32"] = speedup
         choice["measure_s"] = time.perf_counter() - t0  # with --compile, the compiles for both dtypes
     return rt, choice
 

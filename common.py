@@ -249,10 +249,14 @@ def time_cpu_dtypes(step, steps=2, rounds=3):
     return {dtype: min(s) for dtype, s in seconds.items()}
 
 
-def auto_cpu_dtype(seconds):
-    """What --dtype auto keeps on a CPU from time_cpu_dtypes' seconds, in train.py and bench.py
-    alike: bf16 autocast only where it is AUTO_BF16_MIN_SPEEDUP x faster than float32."""
-    speedup = seconds[torch.float32] / seconds[torch.bfloat16]
+def bf16_speedup(seconds):
+    """bf16 autocast's speed as a multiple of float32's, from time_cpu_dtypes' seconds."""
+    return seconds[torch.float32] / seconds[torch.bfloat16]
+
+
+def auto_cpu_dtype(speedup):
+    """What --dtype auto keeps on a CPU at bf16_speedup `speedup`, in train.py and bench.py alike:
+    bf16 autocast only where it is AUTO_BF16_MIN_SPEEDUP x faster than float32."""
     return torch.bfloat16 if speedup >= AUTO_BF16_MIN_SPEEDUP else torch.float32
 
 
@@ -279,9 +283,8 @@ def choose_precision(rt, asked, trial_step, attention, recorded=None):
     rt = replace(rt, dtype=torch.bfloat16)
     choose_cpu_attention(rt, *attention, quiet=True)  # said below, if bf16 is kept
     with torch.random.fork_rng(devices=[]):
-        seconds = time_cpu_dtypes(trial_step)
-    speedup = seconds[torch.float32] / seconds[torch.bfloat16]
-    if auto_cpu_dtype(seconds) == torch.float32:
+        speedup = bf16_speedup(time_cpu_dtypes(trial_step))
+    if auto_cpu_dtype(speedup) == torch.float32:
         rt, gpt.float32_attention_on_cpu = replace(rt, dtype=torch.float32), False
     if rt.master:
         attention = f", attention in {cpu_attention_dtype()} (measured faster)" if rt.dtype == torch.bfloat16 else ""

@@ -100,13 +100,14 @@ def test_time_cpu_dtypes_times_both_in_turns():
     seconds = common.time_cpu_dtypes(step, steps=1, rounds=2)
     assert set(seconds) == {torch.float32, torch.bfloat16} and calls.count(torch.bfloat16) == 3
     assert calls[2:] == [torch.float32, torch.bfloat16] * 2  # after one untimed call each, in turns
-    assert common.auto_cpu_dtype(seconds) == torch.float32 == min(seconds, key=seconds.get)
+    assert common.auto_cpu_dtype(common.bf16_speedup(seconds)) == torch.float32 == min(seconds, key=seconds.get)
 
 
 @pytest.mark.parametrize("bf16_seconds, kept", [(0.5, torch.bfloat16), (0.9, torch.float32), (2.0, torch.float32)])
 def test_auto_keeps_bf16_only_clearly_faster(bf16_seconds, kept):
     """1.11x faster is inside run-to-run noise: float32, in bench.py as in train.py."""
-    assert common.auto_cpu_dtype({torch.float32: 1.0, torch.bfloat16: bf16_seconds}) == kept
+    speedup = common.bf16_speedup({torch.float32: 1.0, torch.bfloat16: bf16_seconds})
+    assert speedup == 1.0 / bf16_seconds and common.auto_cpu_dtype(speedup) == kept
 
 
 def test_lm_flops_are_nanogpts_estimate():
