@@ -42,7 +42,7 @@ from gpt import GPT, GPTConfig
 from nfresnet import adaptive_grad_clip
 from prefix_levers import LeverPrefix, frame_ids
 from scoring import text_icl_scores
-from vector_things import VectorThings, embed_with_vectors, vector_batch, vector_binding_score
+from vector_things import ThingDraw, VectorThings, embed_with_vectors, vector_batch, vector_binding_score
 from world import TextMix
 
 # ---------------------------------------------------------------------------------------------
@@ -94,9 +94,11 @@ class LMConfig(RunConfig):
                              f"got {self.vector_slot}")
 
     @property
-    def kind_slot(self):
-        """The prefix-like things' kind slot for vector_things: None, drawn per passage, or fixed."""
-        return None if self.vector_slot < 0 else self.vector_slot
+    def thing_draw(self):
+        """How the vector things are drawn, in training and in their in-training scores alike (the
+        prefix form's kind slot: None, drawn per passage, or fixed)."""
+        return ThingDraw(self.vector_form, self.vector_hardness, self.vector_within,
+                         None if self.vector_slot < 0 else self.vector_slot)
 
 
 @dataclass
@@ -272,8 +274,8 @@ def evaluate_lm(model, tokenizer, val_text, cfg, rt):
         metrics.update(text_icl_scores(model, tokenizer, cfg.icl_episodes))
     if cfg.icl_episodes and cfg.vector_things:
         for ways in (2, 5):
-            cell = vector_binding_score(model, tokenizer, cfg.icl_episodes, cfg.n_vectors, ways=ways, inner_shots=1,
-                                        hardness=cfg.vector_hardness, form=cfg.vector_form, kind_slot=cfg.kind_slot)
+            cell = vector_binding_score(model, tokenizer, cfg.icl_episodes, cfg.n_vectors, draw=cfg.thing_draw, ways=ways,
+                                        inner_shots=1)
             metrics[f"vec{ways}"] = cell["acc"]
     model.train()
     return metrics
@@ -337,8 +339,7 @@ def train_lm(cfg, model_cfg):
     things, n_things = None, 0
     if cfg.vector_things:
         things = VectorThings(tokenizer, model_cfg.block_size, cfg.n_vectors, model_cfg.n_embd, cfg.seed,
-                              hardness=cfg.vector_hardness, form=cfg.vector_form, within=cfg.vector_within,
-                              kind_slot=cfg.kind_slot)
+                              draw=cfg.thing_draw)
         n_things = round(cfg.vector_things * cfg.batch_size)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * rt.world_size * model_cfg.block_size
     step_log = StepLog(log, start_step, tokens_per_step, "tok/s")

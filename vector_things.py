@@ -22,6 +22,7 @@ without it.
 import argparse
 import random
 import sys
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -120,23 +121,35 @@ def prefix_like_vectors(slots, n, width, gen, hardness=1.0, within=0.5, kind_slo
     return out
 
 
-def passage_tensors(pieces, tokenizer, n, width, gen, hardness=1.0, form="unframed", things=None, within=0.5,
-                    kind_slot=None):
+@dataclass(frozen=True)
+class ThingDraw:
+    """How a passage's things are drawn, in training and in its scores alike. form: unframed, a
+    thing is its n thing_vectors; prefix, its n prefix_like_vectors; noun, its words 'a small red',
+    one noun_vectors vector, '.'. hardness: the kinds' overlap and the examples' noise (each
+    function); within: how alike copies of a kind are at the least, for noun and prefix
+    (noun_vectors); kind_slot: the prefix form's kind slot, None drawn per passage."""
+    form: str = "unframed"
+    hardness: float = 1.0
+    within: float = 0.5
+    kind_slot: int | None = None
+
+    def things(self, slots, n, width, gen):
+        """The vectors of each Slot, in order."""
+        if self.form == "noun":
+            return noun_vectors(slots, width, gen, self.hardness, within=self.within)
+        if self.form == "prefix":
+            return prefix_like_vectors(slots, n, width, gen, self.hardness, self.within, self.kind_slot)
+        return thing_vectors(slots, n, width, gen, self.hardness)
+
+
+def passage_tensors(pieces, tokenizer, n, width, gen, draw=ThingDraw(), things=None):
     """Pieces (strings and Slots) -> ids (L,), pad_id at each slot's vector positions; vectors
     (L, width), the slot's vectors there and zeros on text; is_slot (L,). Text after anything gets
-    a leading space, as data.encode_pieces joins pieces. form: unframed, a thing is its n
-    thing_vectors; prefix, its n prefix_like_vectors; noun, its words 'a small red', one
-    noun_vectors vector, '.'. things: the slots' vectors, in order, instead of drawing them.
-    within: how alike copies of a kind are at the least, for noun and prefix (noun_vectors);
-    kind_slot: the prefix form's kind slot, None drawn per passage (prefix_like_vectors)."""
-    slots = [p for p in pieces if isinstance(p, Slot)]
+    a leading space, as data.encode_pieces joins pieces. draw: how the things are drawn and
+    written (ThingDraw); things: the slots' vectors, in order, instead of drawing them."""
+    form = draw.form
     if things is None:
-        if form == "noun":
-            things = noun_vectors(slots, width, gen, hardness, within=within)
-        elif form == "prefix":
-            things = prefix_like_vectors(slots, n, width, gen, hardness, within, kind_slot)
-        else:
-            things = thing_vectors(slots, n, width, gen, hardness)
+        things = draw.things([p for p in pieces if isinstance(p, Slot)], n, width, gen)
     things = iter(things)
     ids, vectors, is_slot = [], [], []
 
@@ -167,10 +180,8 @@ class VectorThings:
     """Stage-lm rows of binding passages with vector things. Row r of batch k is packed from its
     own passages (seeded by seed, split, k, r), end-of-text between them, like data.WorldText."""
 
-    def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train", hardness=1.0, form="unframed",
-                 within=0.5, kind_slot=None):
-        self.tokenizer, self.block_size, self.n, self.width = tokenizer, block_size, n_vectors, width
-        self.hardness, self.form, self.within, self.kind_slot = hardness, form, within, kind_slot
+    def __init__(self, tokenizer, block_size, n_vectors, width, seed=0, split="train", draw=ThingDraw()):
+        self.tokenizer, self.block_size, self.n, self.width, self.draw = tokenizer, block_size, n_vectors, width, draw
         self.seed = seed if split == "train" else seed + 1_000_003
 
     def row(self, k, r):
@@ -180,8 +191,7 @@ class VectorThings:
         end_of_text = (torch.tensor([self.tokenizer.eot_id]), torch.zeros(1, self.width), torch.tensor([False]))
         parts, length = [], 0
         while length < self.block_size + 1:
-            parts += [passage_tensors(passage_binding_slots(rng), self.tokenizer, self.n, self.width, gen,
-                                      self.hardness, self.form, within=self.within, kind_slot=self.kind_slot),
+            parts += [passage_tensors(passage_binding_slots(rng), self.tokenizer, self.n, self.width, gen, self.draw),
                       end_of_text]
             length += len(parts[-2][0]) + 1
         T = self.block_size + 1
@@ -204,16 +214,15 @@ def embed_with_vectors(lm, ids, vectors, is_slot):
 
 
 @torch.no_grad()
-def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batch_size=50, hardness=1.0,
-                         form="unframed", kind_slot=None, **options):
+def vector_binding_score(lm, tokenizer, n_episodes, n_vectors, split="val", batch_size=50, draw=ThingDraw(),
+                         **options):
     """Binding through vector things: world's binding episodes (the paper's layout) with each
     image a Slot, filled as in training; the greedy answer scored as the image episodes are."""
     episodes = world.episodes("binding", n_episodes, split=split, as_slots=True, **options)
     gen = torch.Generator().manual_seed(row_seed(split, n_vectors, 9))
     device, sequences = lm.wte.weight.device, []
     for ep in episodes:
-        ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, hardness, form,
-                                                kind_slot=kind_slot)
+        ids, vectors, is_slot = passage_tensors(ep.pieces, tokenizer, n_vectors, lm.config.n_embd, gen, draw)
         sequences.append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
     return score_binding(answer_embedded(lm, tokenizer, sequences, batch_size), episodes)
 
@@ -234,8 +243,8 @@ def main(argv=None):
     print(f"{args.lm_ckpt}: binding through {n} vectors a thing, 1 inner shot, {args.episodes} val episodes a cell")
     print("| hardness | 2-way | 5-way |\n|---|---|---|")
     for hardness in args.hardness:
-        acc = [vector_binding_score(lm.eval(), tokenizer, args.episodes, n, hardness=hardness, ways=w, inner_shots=1)["acc"]
-               for w in (2, 5)]
+        acc = [vector_binding_score(lm.eval(), tokenizer, args.episodes, n, draw=ThingDraw(hardness=hardness), ways=w,
+                                    inner_shots=1)["acc"] for w in (2, 5)]
         print(f"| {hardness:g} | {acc[0]:.2f} | {acc[1]:.2f} |")
 
 
