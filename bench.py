@@ -298,10 +298,10 @@ def bench_lm(args, rt):
     rt, choice = stage_runtime(args, rt, contenders["lm"], (B, model_cfg.n_head, T, head_dim))
     reset_peak_memory(rt.device)
     timed = time_in_turns(contenders, rt, args.steps, args.rounds, args.warmup, args.profile)
-    rows = {name: result(args, rt, "lm", described[name], B, B * T / step_s, "tok/s", step_s, warmup_s, flops[name])
+    as_run = {"lm_baseline_fp32": dataclasses.replace(rt, dtype=torch.float32)}  # autocast off
+    rows = {name: result(args, as_run.get(name, rt), "lm", described[name], B, B * T / step_s, "tok/s", step_s,
+                         warmup_s, flops[name])
             for name, (step_s, warmup_s) in timed.items()}
-    if "lm_baseline_fp32" in rows:
-        rows["lm_baseline_fp32"]["dtype"] = "float32"
     return rows, choice
 
 
