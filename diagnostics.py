@@ -271,7 +271,8 @@ def vector_thing_prompt(lm, tokenizer, episode, geometry, generator):
     slots = [p for p in episode.pieces if not isinstance(p, str)]
     width = lm.config.n_embd
     things = noun_vectors(slots, width, generator, geometry=geometry, kinds=episode.info["kinds"])
-    ids, vectors, is_slot = passage_tensors(episode.pieces, tokenizer, 1, width, generator, ThingDraw(form="noun"), things)
+    ids, vectors, is_slot = passage_tensors(episode.pieces, tokenizer, 1, width, generator, ThingDraw(form="noun"),
+                                            things)
     return embed_with_vectors(lm, ids.to(lm.wte.weight.device), vectors, is_slot)
 
 
@@ -353,8 +354,8 @@ def part_prompts(lm, tokenizer, episodes, prefixes, seed=0):
         forms = [part_forms(*parts, frame, slot, word[None], slot_mean)
                  for *parts, word in zip(scaled, nouns, described, distinct, nearest)]
         for name, (form, _) in forms[0].items():
-            ids, vectors, is_slot = passage_tensors(episode.pieces, tokenizer, 1, width, generator, ThingDraw(form=form),
-                                                    [f[name][1] for f in forms])
+            ids, vectors, is_slot = passage_tensors(episode.pieces, tokenizer, 1, width, generator,
+                                                    ThingDraw(form=form), [f[name][1] for f in forms])
             prompts.setdefault(name, []).append(embed_with_vectors(lm, ids.to(device), vectors, is_slot))
     return prompts, slot
 

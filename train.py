@@ -274,8 +274,8 @@ def evaluate_lm(model, tokenizer, val_text, cfg, rt):
         metrics.update(text_icl_scores(model, tokenizer, cfg.icl_episodes))
     if cfg.icl_episodes and cfg.vector_things:
         for ways in (2, 5):
-            cell = vector_binding_score(model, tokenizer, cfg.icl_episodes, cfg.n_vectors, draw=cfg.thing_draw, ways=ways,
-                                        inner_shots=1)
+            cell = vector_binding_score(model, tokenizer, cfg.icl_episodes, cfg.n_vectors, draw=cfg.thing_draw,
+                                        ways=ways, inner_shots=1)
             metrics[f"vec{ways}"] = cell["acc"]
     model.train()
     return metrics

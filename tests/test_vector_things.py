@@ -109,7 +109,8 @@ def test_a_lower_within_brings_the_kinds_nearer_each_other_than_copies_of_one_ki
 
 
 def test_a_run_scores_its_vector_things_drawn_as_it_trains_on_them():
-    cfg = train.LMConfig(vector_things=0.25, vector_form="prefix", vector_hardness=0.3, vector_within=0.2, vector_slot=2)
+    cfg = train.LMConfig(vector_things=0.25, vector_form="prefix", vector_hardness=0.3, vector_within=0.2,
+                         vector_slot=2)
     assert cfg.thing_draw == vector_things.ThingDraw(form="prefix", hardness=0.3, within=0.2, kind_slot=2)
     assert train.LMConfig(vector_slot=-1).thing_draw.kind_slot is None  # -1: drawn per passage
 
@@ -131,7 +132,8 @@ def test_the_noun_form_writes_a_thing_as_its_words_one_vector_and_the_stop(token
     pieces = passage_binding_slots(rng)
     slots = [p for p in pieces if isinstance(p, Slot)]
     gen = torch.Generator().manual_seed(0)
-    ids, vectors, is_slot = vector_things.passage_tensors(pieces, tokenizer, 4, 16, gen, vector_things.ThingDraw(form="noun"))
+    noun = vector_things.ThingDraw(form="noun")
+    ids, vectors, is_slot = vector_things.passage_tensors(pieces, tokenizer, 4, 16, gen, noun)
     assert int(is_slot.sum()) == len(slots)  # one vector a thing
     stop = tokenizer.encode(".")
     where = is_slot.nonzero().flatten().tolist()
