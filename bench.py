@@ -18,10 +18,11 @@ so that a compile's cost is seen. Contenders (ours and the baseline, cached and 
 sampling) are timed in turns, --rounds times, and each rate is the median of its rounds: on a
 shared machine, a slow spell then hits all of them instead of one.
 
---dtype auto (the default): bf16 on CUDA. On a CPU, bf16 autocast pays only where the CPU has
-bf16 arithmetic (avx512_bf16, AMX) and the model is big enough, so each stage times a few steps
-in float32 and in bf16 on this CPU, for the config at hand, and keeps bf16 where it is 1.15x
-faster or more, as train.py does (`common.auto_cpu_dtype`). Before that, on a CPU, it times
+--dtype auto (the default): bf16 on CUDA. On a CPU, as train.py does: stage lm in float32 (bf16
+trains it worse: README, Precision; --dtype bfloat16 times it in bf16); the other stages, where
+bf16 autocast pays only if the CPU has bf16 arithmetic (avx512_bf16, AMX) and the model is big
+enough, time a few steps in float32 and in bf16 on this CPU, for the config at hand, and keep bf16
+where it is 1.15x faster or more (`common.auto_cpu_dtype`). Before that, on a CPU, it times
 causal attention at the stage's shape in both dtypes (`bf16_attention_is_slower`): where bf16
 loses (every CPU measured so far, one with AMX included), gpt.py runs attention in float32 under
 bf16 autocast (--cpu-attention sets it by hand).
@@ -68,8 +69,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gpt
 import train
-from common import (AUTO_BF16_MIN_SPEEDUP, auto_cpu_dtype, bf16_attention_is_slower, bf16_speedup, cpu_bf16_flags,
-                    cpu_name, time_cpu_dtypes)
+from common import (AUTO_BF16_MIN_SPEEDUP, AUTO_BF16_STAGES_ON_CPU, auto_cpu_dtype, bf16_attention_is_slower,
+                    bf16_speedup, cpu_bf16_flags, cpu_name, time_cpu_dtypes)
 from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
 
@@ -169,14 +170,19 @@ def result(args, rt, stage, config, batch, rate, unit, step_s, warmup_s, flops_p
             "peak_mem_mib": peak_memory_mib(rt.device)}
 
 
-def stage_runtime(args, rt, step, attention_shape):
+def stage_runtime(args, rt, step, attention_shape, stage):
     """rt with the stage's autocast dtype: the one asked for, or with --dtype auto on a CPU the
-    faster of float32 and bf16 for this stage's step; and what was measured for it, if anything.
+    faster of float32 and bf16 for this stage's step, but float32 for a training stage that
+    train.py keeps in float32 (common.AUTO_BF16_STAGES_ON_CPU: stage lm); and what was measured
+    for it, if anything.
 
     On a CPU, first whether attention under bf16 autocast runs in float32 (gpt.py's
     float32_attention_on_cpu): per --cpu-attention, or measured at attention_shape (B, nh, T, hd).
     """
     choice, t0 = {}, time.perf_counter()
+    if args.dtype == "auto" and rt.device.type == "cpu" and stage == "lm" and stage not in AUTO_BF16_STAGES_ON_CPU:
+        choice["as_train"] = "float32, as train.py keeps stage lm on a CPU (--dtype bfloat16 times bf16)"
+        return dataclasses.replace(rt, dtype=torch.float32), choice
     if rt.device.type == "cpu" and args.dtype != "float32":
         if args.cpu_attention == "auto":
             gpt.float32_attention_on_cpu = bf16_attention_is_slower(*attention_shape)
@@ -295,7 +301,7 @@ def bench_lm(args, rt):
         contenders["lm_baseline_fp32"] = without_autocast(step, rt.device)
         described["lm_baseline_fp32"], flops["lm_baseline_fp32"] = described["lm_baseline"], flops["lm_baseline"]
     head_dim = model_cfg.n_embd // model_cfg.n_head
-    rt, choice = stage_runtime(args, rt, contenders["lm"], (B, model_cfg.n_head, T, head_dim))
+    rt, choice = stage_runtime(args, rt, contenders["lm"], (B, model_cfg.n_head, T, head_dim), "lm")
     reset_peak_memory(rt.device)
     timed = time_in_turns(contenders, rt, args.steps, args.rounds, args.warmup, args.profile)
     as_run = {"lm_baseline_fp32": dataclasses.replace(rt, dtype=torch.float32)}  # autocast off
@@ -339,7 +345,8 @@ def bench_prefix(args, rt):
     positions = frozen_cfg.n_prefix + L
     lm_flops = gpt_flops_per_token(model.lm, positions, weight_grads=False) * B * positions
     lm_cfg = model.lm.config
-    rt, choice = stage_runtime(args, rt, step, (B, lm_cfg.n_head, positions, lm_cfg.n_embd // lm_cfg.n_head))
+    attention_shape = (B, lm_cfg.n_head, positions, lm_cfg.n_embd // lm_cfg.n_head)
+    rt, choice = stage_runtime(args, rt, step, attention_shape, "prefix")
     reset_peak_memory(rt.device)
     (step_s, warmup_s), = time_in_turns({"prefix": step}, rt, args.steps, args.rounds, args.warmup, args.profile).values()
     config = (f"{frozen_cfg.encoder} {S}px n={frozen_cfg.n_prefix}, caption {L}, "
@@ -364,7 +371,8 @@ def bench_sample(args, rt):
         if contenders["sample_compiled"]() != contenders["sample_cached"]():
             raise SystemExit("bench.py: the compiled decoding step made other tokens than the eager one")
     head_dim = model_cfg.n_embd // model_cfg.n_head
-    rt, choice = stage_runtime(args, rt, contenders["sample_cached"], (B, model_cfg.n_head, P + N, head_dim))
+    attention_shape = (B, model_cfg.n_head, P + N, head_dim)
+    rt, choice = stage_runtime(args, rt, contenders["sample_cached"], attention_shape, "sample")
     reset_peak_memory(rt.device)
     timed = time_in_turns(contenders, rt, 1, args.rounds, min(args.warmup, 1), args.profile)
     rows = {}
@@ -423,7 +431,7 @@ def print_report(results):
         if "bf16_over_fp32" in choice:
             line += (f"bf16 measured {choice['bf16_over_fp32']:.2f}x fp32's speed ({choice['measure_s']:.0f} s; "
                      f"kept at {AUTO_BF16_MIN_SPEEDUP}x or more) -> ")
-        line += choice["dtype"]
+        line += choice.get("as_train", choice["dtype"])
         if choice["dtype"] == "bfloat16":
             line += ", attention in " + ("float32 (measured faster)" if choice["float32_attention"] else "bf16")
         print(line)

@@ -324,7 +324,7 @@ def train_lm(cfg, model_cfg):
     tokens = torch.randint(model_cfg.vocab_size, (cfg.batch_size, model_cfg.block_size),
                            generator=torch.Generator().manual_seed(0)).to(rt.device)
     rt = choose_precision(rt, cfg.dtype, trial_step(model, lambda: model(tokens, targets=tokens)[1]),
-                          (cfg.batch_size, model_cfg, model_cfg.block_size), ckpt and ckpt.get("precision"))
+                          (cfg.batch_size, model_cfg, model_cfg.block_size), "lm", ckpt and ckpt.get("precision"))
     if ckpt:
         check_tokenizer(ckpt, tokenizer, ckpt_path)
     start_step = restore(ckpt, model, optimizer, ckpt_path)
@@ -535,7 +535,7 @@ def train_prefix(cfg, frozen_cfg):
     trial = prefix_trial_loss(model, cfg.batch_size, frozen_cfg, rt.device, CAPTION_TOKENS)
     # attention over the prefix and a caption
     rt = choose_precision(rt, cfg.dtype, trial_step(model, trial),
-                          (cfg.batch_size, model.lm.config, frozen_cfg.n_prefix + CAPTION_TOKENS),
+                          (cfg.batch_size, model.lm.config, frozen_cfg.n_prefix + CAPTION_TOKENS), "prefix",
                           ckpt and ckpt.get("precision"))
     if ckpt and ckpt["lm_hash"] != lm_hash:
         raise InputError(f"{ckpt_path}: was trained against another LM checkpoint than {lm_path}")

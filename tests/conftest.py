@@ -17,6 +17,30 @@ def float32_on_every_cpu(monkeypatch):
 
     monkeypatch.setattr(common, "cpu_bf16_flags", lambda: dict.fromkeys(common.CPU_BF16_FLAGS, False))
 
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """A CPU with bf16 arithmetic, whatever this one has."""
+    import common
+
+    monkeypatch.setattr(common, "cpu_bf16_flags", lambda: dict.fromkeys(common.CPU_BF16_FLAGS, True))
+    monkeypatch.setattr(common, "choose_cpu_attention", lambda rt, *shape, quiet=False: None)
+
+
+def timed_as(monkeypatch, bf16_speedup):
+    """time_cpu_dtypes measuring bf16 at bf16_speedup x float32's speed; the calls it got."""
+    import common
+
+    calls = []
+
+    def fake(step):
+        calls.append(step)
+        return {torch.float32: 1.0, torch.bfloat16: 1.0 / bf16_speedup}
+
+    monkeypatch.setattr(common, "time_cpu_dtypes", fake)
+    return calls
+
+
 WORDS = "the a red blue green small big apple car bird sits flies on under near tree house".split()
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
 

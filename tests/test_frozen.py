@@ -10,7 +10,7 @@ import train
 from frozen import IMAGE_SLOT, Frozen, FrozenConfig, caption_rows, caption_targets
 from gpt import GPT, GPTConfig
 
-from conftest import shape_image, write_pairs
+from conftest import shape_image, timed_as, write_pairs
 
 
 def tiny_frozen(dropout=0.0, train_lm=False, n_prefix=2):
@@ -194,6 +194,16 @@ def test_a_changed_lm_checkpoint_is_refused(lm_dir, pairs_dir, tmp_path):
         checkpoint.load_frozen(tmp_path / "prefix.pt")
     with pytest.raises(ValueError, match="expected a stage-prefix checkpoint"):
         checkpoint.load_frozen(lm_copy / "lm.pt")
+
+
+def test_a_run_records_its_measured_precision_and_a_resume_keeps_it(lm_dir, pairs_dir, tmp_path, bf16_cpu,
+                                                                   monkeypatch):
+    timed_as(monkeypatch, 1.5)
+    train.main(prefix_args(lm_dir, tmp_path, 2, "--data", str(pairs_dir)))
+    assert torch.load(tmp_path / "prefix.pt", weights_only=True)["precision"] == "bfloat16"
+    calls = timed_as(monkeypatch, 0.5)  # it would choose float32 now, but the run is half done
+    train.main(prefix_args(lm_dir, tmp_path, 4, "--data", str(pairs_dir), "--resume"))
+    assert torch.load(tmp_path / "prefix.pt", weights_only=True)["precision"] == "bfloat16" and calls == []
 
 
 def test_missing_lm_checkpoint_is_one_line_naming_it(tmp_path, pairs_dir):

@@ -11,7 +11,7 @@ import train
 import world
 from data import InputError
 
-from conftest import lm_args as tiny_args
+from conftest import lm_args as tiny_args, timed_as
 
 
 def test_stage_lm_writes_a_loadable_checkpoint_and_log(corpus, tmp_path):
@@ -236,48 +236,29 @@ def test_init_lm_refuses_another_shape_or_a_missing_tokenizer(corpus, lm_dir, tm
         train.main(tiny_args(corpus, tmp_path / "b", 2, "--init-lm", str(lone / "lm.pt")))
 
 
-@pytest.fixture
-def bf16_cpu(monkeypatch):
-    """A CPU with bf16 arithmetic, whatever this one has."""
-    monkeypatch.setattr(common, "cpu_bf16_flags", lambda: dict.fromkeys(common.CPU_BF16_FLAGS, True))
-    monkeypatch.setattr(common, "choose_cpu_attention", lambda rt, *shape, quiet=False: None)
-
-
-def timed_as(monkeypatch, bf16_speedup):
-    """time_cpu_dtypes measuring bf16 at bf16_speedup x float32's speed; the calls it got."""
-    calls = []
-
-    def fake(step):
-        calls.append(step)
-        return {torch.float32: 1.0, torch.bfloat16: 1.0 / bf16_speedup}
-
-    monkeypatch.setattr(common, "time_cpu_dtypes", fake)
-    return calls
-
-
 @pytest.mark.parametrize("speedup, kept", [(1.5, torch.bfloat16), (1.05, torch.float32)])
 def test_auto_precision_keeps_bf16_only_where_it_measures_clearly_faster(bf16_cpu, monkeypatch, speedup, kept):
     calls = timed_as(monkeypatch, speedup)
-    rt = common.choose_precision(common.setup_runtime("cpu", "auto"), "auto", "the step", ())
+    rt = common.choose_precision(common.setup_runtime("cpu", "auto"), "auto", "the step", (), "prefix")
     assert rt.dtype == kept and calls == ["the step"]
 
 
 def test_auto_precision_measures_nothing_where_it_need_not(bf16_cpu, monkeypatch):
     calls = timed_as(monkeypatch, 1.5)
     rt = common.setup_runtime("cpu", "auto")
-    assert common.choose_precision(rt, "float32", "the step", ()).dtype == torch.float32  # asked
-    assert common.choose_precision(rt, "auto", "the step", (), recorded="bfloat16").dtype == torch.bfloat16
+    assert common.choose_precision(rt, "float32", "the step", (), "prefix").dtype == torch.float32  # asked
+    assert common.choose_precision(rt, "auto", "the step", (), "prefix", "bfloat16").dtype == torch.bfloat16
     several = dataclasses.replace(rt, world_size=2)  # each process would measure its own
-    assert common.choose_precision(several, "auto", "the step", ()).dtype == torch.float32
+    assert common.choose_precision(several, "auto", "the step", (), "prefix").dtype == torch.float32
     monkeypatch.setattr(common, "cpu_bf16_flags", lambda: dict.fromkeys(common.CPU_BF16_FLAGS, False))
-    assert common.choose_precision(rt, "auto", "the step", ()).dtype == torch.float32  # emulated bf16
+    assert common.choose_precision(rt, "auto", "the step", (), "prefix").dtype == torch.float32  # emulated bf16
     assert calls == []
 
 
-def test_a_run_records_its_measured_precision_and_a_resume_keeps_it(corpus, tmp_path, bf16_cpu, monkeypatch):
-    timed_as(monkeypatch, 1.5)
-    train.main(tiny_args(corpus, tmp_path, 2))
-    assert torch.load(tmp_path / "lm.pt", weights_only=True)["precision"] == "bfloat16"
-    calls = timed_as(monkeypatch, 0.5)  # it would choose float32 now, but the run is half done
-    train.main(tiny_args(corpus, tmp_path, 4, "--resume"))
-    assert torch.load(tmp_path / "lm.pt", weights_only=True)["precision"] == "bfloat16" and calls == []
+def test_stage_lm_stays_float32_under_auto_however_fast_bf16_is_and_takes_bf16_when_asked(corpus, tmp_path, bf16_cpu,
+                                                                                          monkeypatch):
+    calls = timed_as(monkeypatch, 2.0)
+    train.main(tiny_args(corpus, tmp_path / "auto", 2))
+    assert torch.load(tmp_path / "auto" / "lm.pt", weights_only=True)["precision"] == "float32" and calls == []
+    train.main(tiny_args(corpus, tmp_path / "asked", 2, "--dtype", "bfloat16"))
+    assert torch.load(tmp_path / "asked" / "lm.pt", weights_only=True)["precision"] == "bfloat16"
