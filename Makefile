@@ -44,8 +44,9 @@ endif
 PAPER_N ?= 1 4
 PAPER_LM_FLAGS ?=
 PAPER_PREFIX_FLAGS ?=
-# tiny: float32, as docs/paper/ was trained (--dtype auto would take bf16 autocast on a CPU with
-# bf16 arithmetic: faster, and not the committed figures; PAPER_DTYPE=auto for that); small: auto
+# tiny: float32, as docs/paper/ was trained (--dtype auto keeps stage lm in float32 but may take
+# bf16 autocast for stage prefix on a CPU with bf16 arithmetic: faster, and not the committed
+# figures; PAPER_DTYPE=auto for that); small: auto
 ifeq ($(PRESET),tiny)
 PAPER_DTYPE ?= float32
 endif

@@ -122,7 +122,7 @@ class Runtime:
 
 def setup_runtime(device="auto", dtype="auto"):
     """Pick the device and precision (auto: bf16 on CUDA, float32 on a CPU, where train.py's
-    stages then measure whether bf16 pays: choose_precision); join the process group when
+    stage prefix then measures whether bf16 pays: choose_precision); join the process group when
     launched by torchrun."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
