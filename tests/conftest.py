@@ -12,7 +12,7 @@ torch.set_num_threads(1)  # predictable on 2 cores, also beside the 2-process DD
 @pytest.fixture(autouse=True)
 def float32_on_every_cpu(monkeypatch):
     """--dtype auto trains in float32 in the tests, as on a CPU without bf16 arithmetic: the same
-    code paths and tolerances on every CPU kind (test_train_lm.py tests the measured choice)."""
+    code paths and tolerances on every CPU kind (test_train_lm.py and test_frozen.py test the choice)."""
     import common
 
     monkeypatch.setattr(common, "cpu_bf16_flags", lambda: dict.fromkeys(common.CPU_BF16_FLAGS, False))
