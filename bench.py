@@ -69,7 +69,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gpt
 import train
-from common import (AUTO_BF16_MIN_SPEEDUP, AUTO_BF16_STAGES_ON_CPU, auto_cpu_dtype, bf16_attention_is_slower,
+from common import (AUTO_BF16_MIN_SPEEDUP, AUTO_FLOAT32_STAGES_ON_CPU, auto_cpu_dtype, bf16_attention_is_slower,
                     bf16_speedup, cpu_bf16_flags, cpu_name, time_cpu_dtypes)
 from frozen import Frozen, FrozenConfig, caption_targets
 from gpt import GPT, GPTConfig
@@ -172,16 +172,16 @@ def result(args, rt, stage, config, batch, rate, unit, step_s, warmup_s, flops_p
 
 def stage_runtime(args, rt, step, attention_shape, stage):
     """rt with the stage's autocast dtype: the one asked for, or with --dtype auto on a CPU the
-    faster of float32 and bf16 for this stage's step, but float32 for a training stage that
-    train.py keeps in float32 (common.AUTO_BF16_STAGES_ON_CPU: stage lm); and what was measured
-    for it, if anything.
+    faster of float32 and bf16 for this stage's step, but float32 for a stage that train.py keeps
+    in float32 (common.AUTO_FLOAT32_STAGES_ON_CPU: stage lm); and what was measured for it, if
+    anything.
 
     On a CPU, first whether attention under bf16 autocast runs in float32 (gpt.py's
     float32_attention_on_cpu): per --cpu-attention, or measured at attention_shape (B, nh, T, hd).
     """
     choice, t0 = {}, time.perf_counter()
-    if args.dtype == "auto" and rt.device.type == "cpu" and stage == "lm" and stage not in AUTO_BF16_STAGES_ON_CPU:
-        choice["as_train"] = "float32, as train.py keeps stage lm on a CPU (--dtype bfloat16 times bf16)"
+    if args.dtype == "auto" and rt.device.type == "cpu" and stage in AUTO_FLOAT32_STAGES_ON_CPU:
+        choice["as_train"] = f"float32, as train.py keeps stage {stage} on a CPU (--dtype bfloat16 times bf16)"
         return dataclasses.replace(rt, dtype=torch.float32), choice
     if rt.device.type == "cpu" and args.dtype != "float32":
         if args.cpu_attention == "auto":

@@ -188,10 +188,10 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # bf16 dot products; A
 # 2-core machines differs by up to ~10%, and a choice that flips between runs would make a
 # command train differently from one run to the next on one machine
 AUTO_BF16_MIN_SPEEDUP = 1.15
-# the stages whose --dtype auto may take bf16 autocast on a CPU. Not stage lm: trained in bf16 the
-# LM binds worse exactly what the visual prefix needs matched, though it reads text as well (six
-# seeds on two CPUs; README, Precision), so stage lm keeps float32 unless --dtype bfloat16 asks
-AUTO_BF16_STAGES_ON_CPU = ("prefix",)
+# the stages --dtype auto keeps in float32 on a CPU, however fast bf16 autocast measures: trained
+# in bf16 the LM binds worse exactly what the visual prefix needs matched, though it reads text as
+# well (six seeds on two CPUs; README, Precision); --dtype bfloat16 still asks for it
+AUTO_FLOAT32_STAGES_ON_CPU = ("lm",)
 
 
 def cpu_name():
@@ -266,17 +266,18 @@ def auto_cpu_dtype(speedup):
 
 def choose_precision(rt, asked, trial_step, attention, stage, recorded=None):
     """The stage's autocast precision; rt with it set. --dtype float32 or bfloat16 as asked; auto:
-    bf16 on CUDA, and on a CPU bf16 autocast only in AUTO_BF16_STAGES_ON_CPU, where the CPU has
-    bf16 arithmetic (CPU_BF16_FLAGS) and the stage's own training step, trial_step() (forward and
-    backward, weights untouched), measures AUTO_BF16_MIN_SPEEDUP x faster in it (a Zen 4: ~1.5x at
-    the tiny preset; emulated elsewhere, 0.07-0.4x). A resumed run keeps the precision its
+    bf16 on CUDA; on a CPU float32 for the stages in AUTO_FLOAT32_STAGES_ON_CPU, and for the others
+    bf16 autocast only where the CPU has bf16 arithmetic (CPU_BF16_FLAGS) and the stage's own
+    training step, trial_step() (forward and backward, weights untouched), measures
+    AUTO_BF16_MIN_SPEEDUP x faster in it (a Zen 4: ~1.5x at the tiny preset; emulated elsewhere,
+    0.07-0.4x). A resumed run keeps the precision its
     checkpoint recorded; several processes on a CPU stay float32 (each would measure its own).
     attention: (batch, lm_config, T) for choose_cpu_attention. Prints the choice and why."""
     reason = None
     if asked == "auto" and rt.device.type == "cpu":
         if recorded:
             asked, reason = recorded, "as the checkpoint resumed from recorded"
-        elif stage not in AUTO_BF16_STAGES_ON_CPU:
+        elif stage in AUTO_FLOAT32_STAGES_ON_CPU:
             asked, reason = "float32", f"stage {stage} trains worse in bf16 (README, Precision; --dtype bfloat16 asks)"
         elif rt.world_size > 1 or not any(cpu_bf16_flags().values()):
             asked, reason = "float32", "several processes" if rt.world_size > 1 else "no bf16 arithmetic on this CPU"
